@@ -1,0 +1,3 @@
+from kdcompress.cli import main
+
+main()

@@ -1,0 +1,262 @@
+"""Typed artifacts passed between stages, their JSON form, and safe writing of outputs.
+
+Each stage reads and writes small frozen dataclasses. On disk an artifact is JSON with a
+``kind`` and a ``schema_version`` so a foreign or outdated file is refused with a clear message
+instead of half-parsed. Files are written atomically (temp file + rename) and output directories
+are built in a temporary sibling and renamed into place, so an interrupted run never leaves a
+half-written artifact behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import shutil
+import tempfile
+import types
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypeVar
+
+from kdcompress.errors import ArtifactError, OutputExistsError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """Base of every artifact: subclasses set ``kind`` and bump ``schema_version`` on change."""
+
+    kind: ClassVar[str] = "artifact"
+    schema_version: ClassVar[int] = 1
+
+    def to_json(self) -> dict[str, Any]:
+        body = _to_jsonable(self)
+        assert isinstance(body, dict)
+        return {"kind": self.kind, "schema_version": self.schema_version, **body}
+
+    @classmethod
+    def from_json(cls, data: Any, *, source: str = "artifact") -> Self:
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        kind, version = data.get("kind"), data.get("schema_version")
+        if kind != cls.kind:
+            raise ArtifactError(f"{source}: holds a '{kind}' artifact, not '{cls.kind}'")
+        if version != cls.schema_version:
+            raise ArtifactError(
+                f"{source}: schema version {version} is not supported "
+                f"(this kdcompress reads version {cls.schema_version} of '{cls.kind}')"
+            )
+        body = {k: v for k, v in data.items() if k not in ("kind", "schema_version")}
+        try:
+            return _from_jsonable(cls, body, source)
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{source}: malformed '{cls.kind}' file: {exc}") from exc
+
+    def save(self, path: Path, *, overwrite: bool = True) -> Path:
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no such file")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_json(data, source=str(path))
+
+
+# A small hand-written (de)serialiser: the artifacts are plain dataclasses of primitives, lists,
+# dicts, enums and paths, which does not justify adding pydantic to the dependency set.
+def _to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_jsonable(v) for v in value]
+    return value
+
+
+def _from_jsonable(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _from_jsonable(inner[0], value, where)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise TypeError(f"{where}: expected an object for {tp.__name__}")
+        hints = typing.get_type_hints(tp)
+        fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
+        unknown = set(value) - set(fields)
+        if unknown:
+            raise TypeError(f"unknown field(s) {sorted(unknown)} in {tp.__name__}")
+        kwargs = {
+            name: _from_jsonable(hints[name], value[name], f"{where}.{name}")
+            for name in fields
+            if name in value
+        }
+        return tp(**kwargs)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise TypeError(f"{where}: expected a list")
+        item_type = args[0] if args else Any
+        items = [_from_jsonable(item_type, v, f"{where}[]") for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{where}: expected an object")
+        return {k: _from_jsonable(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    if tp is Path:
+        return Path(value)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        raise TypeError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_output_dir(path: Path, *, overwrite: bool) -> None:
+    """Refuse an existing, non-empty output directory unless ``overwrite`` is set."""
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{path} already exists and is not empty; pass --overwrite")
+
+
+@contextmanager
+def atomic_output_dir(path: Path, *, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``path`` only if the block succeeds.
+
+    On failure the temporary directory is removed and ``path`` is left exactly as it was.
+    """
+    check_output_dir(path, overwrite=overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if path.exists():
+        retired = staging.with_suffix(".old")
+        path.rename(retired)
+        staging.rename(path)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(path)
+
+
+# Above this share of the machine's CPU time used by other processes, a measurement is
+# considered disturbed (a second busy core on a 2-core machine is 0.5).
+FOREIGN_LOAD_LIMIT = 0.15
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyStats(Artifact):
+    """Latency of one configuration, in milliseconds, with how it was measured."""
+
+    kind = "latency"
+
+    p50_ms: float
+    p90_ms: float
+    min_ms: float
+    trimmed_mean_ms: float
+    runs: int
+    warmup: int
+    threads: int
+    foreign_load: float | None = None  # share of CPU used by other processes while timing
+
+    @property
+    def spread(self) -> float:
+        """Relative spread (p90 - p50) / p50: the noise of this measurement."""
+        return (self.p90_ms - self.p50_ms) / self.p50_ms if self.p50_ms > 0 else 0.0
+
+    @property
+    def disturbed(self) -> bool:
+        return self.foreign_load is not None and self.foreign_load > FOREIGN_LOAD_LIMIT
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityReport:
+    """How closely an exported model reproduces the PyTorch model it came from."""
+
+    sentences: int
+    max_abs_diff: float  # over the last hidden state at non-padding positions
+    min_cosine: float  # of mean-pooled sentence embeddings
+    mean_cosine: float
+    min_cosine_required: float
+
+    @property
+    def passed(self) -> bool:
+        return self.min_cosine >= self.min_cosine_required
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportManifest(Artifact):
+    """``export.json``: what an export directory holds and how it was checked."""
+
+    kind = "export"
+
+    format: str
+    backend: str
+    backend_version: str
+    source_model: str
+    model_file: str  # relative to the export directory
+    quantization: str
+    parity: ParityReport
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyRow:
+    """One latency measurement of one model on one backend at one input shape."""
+
+    model: str
+    backend: str
+    batch: int
+    seq_len: int
+    latency: LatencyStats
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationReport(Artifact):
+    """``validation.json``: parity and side-by-side latency of an export against its source."""
+
+    kind = "validation"
+
+    export_dir: str
+    parity: ParityReport
+    latency: tuple[LatencyRow, ...]
+    cpu: str
+    threads: int

@@ -1,0 +1,126 @@
+"""The interface every inference backend implements.
+
+A backend turns a Hugging Face encoder folder into its own deployable artifact (``export``),
+loads that artifact with an explicit thread count (``load``), and runs a tokenised batch
+(``LoadedModel.run``). Latency is always measured by :func:`benchmark`, i.e. by the one timing
+method in :mod:`kdcompress.timing`, so numbers from different backends are comparable.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from kdcompress.timing import LatencyStats, time_callable
+
+
+class BackendName(StrEnum):
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+
+
+Batch = Mapping[str, np.ndarray]
+
+
+class LoadedModel(ABC):
+    """A model ready to run on one backend with a fixed number of threads."""
+
+    def __init__(self, *, backend: BackendName, path: Path, threads: int) -> None:
+        self.backend = backend
+        self.path = path
+        self.threads = threads
+
+    @property
+    @abstractmethod
+    def input_names(self) -> tuple[str, ...]:
+        """Names of the inputs the model takes (a subset of the tokenizer's outputs)."""
+
+    @abstractmethod
+    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the model on inputs restricted to :attr:`input_names`."""
+
+    def prepare(self, batch: Batch) -> dict[str, np.ndarray]:
+        """The model's own inputs from a tokenised batch, as contiguous int64 arrays.
+
+        Tokenizers of RoBERTa-style models emit no ``token_type_ids`` while some exported
+        graphs still take them; zeros are what the model uses when they are absent.
+        """
+        inputs = {}
+        for name in self.input_names:
+            if name in batch:
+                inputs[name] = np.ascontiguousarray(batch[name], dtype=np.int64)
+            elif name == "token_type_ids":
+                inputs[name] = np.zeros_like(batch["input_ids"], dtype=np.int64)
+            else:
+                raise KeyError(f"model input '{name}' is missing from the batch")
+        return inputs
+
+    def run(self, batch: Batch) -> np.ndarray:
+        """The encoder's last hidden state, float32, shape (batch, seq, hidden)."""
+        return np.asarray(self._run(self.prepare(batch)), dtype=np.float32)
+
+
+class Backend(ABC):
+    """One inference runtime: export to its format, load with explicit threads, report version."""
+
+    name: ClassVar[BackendName]
+
+    @abstractmethod
+    def version(self) -> str:
+        """Version of the runtime library, recorded with every measurement."""
+
+    @abstractmethod
+    def export(self, *, model_dir: Path, output_dir: Path) -> Path:
+        """Write this backend's fp32 artifact for the HF model in ``model_dir``; return its path."""
+
+    @abstractmethod
+    def load(self, *, model_path: Path, threads: int) -> LoadedModel:
+        """Load an artifact produced by :meth:`export` (or a compatible file)."""
+
+
+def benchmark(
+    model: LoadedModel, batch: Batch, *, warmup: int = 10, runs: int = 50
+) -> LatencyStats:
+    """Latency of ``model`` on ``batch`` with the fixed timing method and its thread count."""
+    inputs = model.prepare(batch)
+    return time_callable(
+        lambda: model._run(inputs), threads=model.threads, warmup=warmup, runs=runs
+    )
+
+
+def compare_latency(
+    models: Mapping[str, LoadedModel],
+    batch: Batch,
+    *,
+    runs: int = 30,
+    warmup: int = 5,
+    rounds: int = 3,
+    max_retries: int = 2,
+) -> dict[str, LatencyStats]:
+    """Latency of several models measured side by side on the same input.
+
+    The models take turns for ``rounds`` rounds, so slow drifts of the machine (thermal state,
+    other tenants) hit all of them alike; each model's result is the round with the median p50.
+    A round disturbed by foreign CPU load is repeated (up to ``max_retries`` times).
+    """
+    per_model: dict[str, list[LatencyStats]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            stats = benchmark(model, batch, warmup=warmup, runs=runs)
+            for _retry in range(max_retries):
+                if not stats.disturbed:
+                    break
+                stats = benchmark(model, batch, warmup=warmup, runs=runs)
+            per_model[name].append(stats)
+    return {name: _median_round(rounds_) for name, rounds_ in per_model.items()}
+
+
+def _median_round(rounds: list[LatencyStats]) -> LatencyStats:
+    ordered = sorted(rounds, key=lambda s: s.p50_ms)
+    return ordered[len(ordered) // 2]

@@ -1,0 +1,85 @@
+"""ONNX Runtime backend (CPU execution provider)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdcompress.backends.base import Backend, BackendName, LoadedModel
+from kdcompress.errors import ArtifactError, ModelNotFoundError
+
+ONNX_FILE = "model.onnx"
+
+
+def find_onnx_file(model_path: Path) -> Path:
+    """The ONNX graph at ``model_path``: the file itself or ``model.onnx`` inside a folder."""
+    candidate = model_path / ONNX_FILE if model_path.is_dir() else model_path
+    if not candidate.is_file():
+        raise ModelNotFoundError(f"{model_path}: no ONNX model found (expected {ONNX_FILE})")
+    return candidate
+
+
+def export_onnx(*, model_dir: Path, output_dir: Path) -> Path:
+    """fp32 ONNX export of an HF encoder through optimum's exporter (dynamic batch and length)."""
+    from optimum.exporters.onnx import main_export
+
+    # The tracer's warnings about constants are expected for encoders and only alarm users;
+    # parity is checked on real inputs right after export.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("optimum").setLevel(logging.ERROR)
+        main_export(
+            str(model_dir),
+            output=output_dir,
+            task="feature-extraction",
+            local_files_only=True,
+            do_validation=False,  # kdcompress validates parity itself, on its own inputs
+        )
+    return output_dir / ONNX_FILE
+
+
+class OnnxRuntimeModel(LoadedModel):
+    def __init__(self, *, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        super().__init__(backend=BackendName.ONNXRUNTIME, path=path, threads=threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session: Any = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own untyped errors for a corrupt graph
+            raise ArtifactError(f"{path}: ONNX Runtime cannot load this model ({exc})") from exc
+        self._inputs = tuple(i.name for i in self._session.get_inputs())
+        outputs = [o.name for o in self._session.get_outputs()]
+        self._output = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self._inputs
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        result: np.ndarray = self._session.run([self._output], inputs)[0]
+        return result
+
+
+class OnnxRuntimeBackend(Backend):
+    name = BackendName.ONNXRUNTIME
+
+    def version(self) -> str:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+
+    def export(self, *, model_dir: Path, output_dir: Path) -> Path:
+        return export_onnx(model_dir=model_dir, output_dir=output_dir)
+
+    def load(self, *, model_path: Path, threads: int) -> LoadedModel:
+        return OnnxRuntimeModel(path=find_onnx_file(model_path), threads=threads)

@@ -1,0 +1,66 @@
+"""PyTorch eager backend: the reference every exported model is compared against."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdcompress.backends.base import Backend, BackendName, LoadedModel
+from kdcompress.errors import ModelNotFoundError
+
+# Files of a Hugging Face model folder that make up the deployable PyTorch artifact.
+_HF_FILES = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model")
+
+
+class TorchModel(LoadedModel):
+    def __init__(self, *, path: Path, threads: int) -> None:
+        import torch
+        from transformers import AutoModel
+
+        super().__init__(backend=BackendName.TORCH, path=path, threads=threads)
+        # torch's intra-op pool is per process: the thread count applies to everything torch
+        # runs in this process from here on.
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self._model: Any = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+        names = self._model.forward.__code__.co_varnames
+        self._inputs = tuple(
+            n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names
+        )
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self._inputs
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        tensors = {k: self._torch.from_numpy(v) for k, v in inputs.items()}
+        with self._torch.inference_mode():
+            output = self._model(**tensors).last_hidden_state
+        return output.numpy()
+
+
+class TorchBackend(Backend):
+    name = BackendName.TORCH
+
+    def version(self) -> str:
+        import torch
+
+        return str(torch.__version__)
+
+    def export(self, *, model_dir: Path, output_dir: Path) -> Path:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for pattern in _HF_FILES:
+            for file in model_dir.glob(pattern):
+                shutil.copy2(file, output_dir / file.name)
+        return output_dir
+
+    def load(self, *, model_path: Path, threads: int) -> LoadedModel:
+        folder = model_path if model_path.is_dir() else model_path.parent
+        if not (folder / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"{model_path}: not a Hugging Face model folder (no config.json)"
+            )
+        return TorchModel(path=folder, threads=threads)

@@ -1,0 +1,62 @@
+"""Turning text into model inputs and hidden states into sentence embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Parity and smoke-check sentences: several scripts, so a tokenizer or an export that breaks
+# non-Latin text is caught, and lengths that differ, so padding is exercised.
+SAMPLE_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "In the beginning God created the heaven and the earth.",
+    "Au commencement, Dieu créa les cieux et la terre.",
+    "Im Anfang schuf Gott Himmel und Erde.",
+    "En el principio creó Dios los cielos y la tierra.",
+    "В начале сотворил Бог небо и землю.",
+    "起初，神创造天地。",
+    "في البدء خلق الله السموات والأرض",
+    "Hello world",
+    "Small models deploy well on CPUs when they are distilled, exported and quantized carefully.",
+)
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def tokenize(tokenizer: Any, texts: list[str], *, max_length: int = 128) -> dict[str, np.ndarray]:
+    """Padded, truncated int64 numpy inputs for a list of texts."""
+    encoded = tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="np"
+    )
+    return {name: np.asarray(value, dtype=np.int64) for name, value in encoded.items()}
+
+
+def synthetic_batch(
+    *, vocab_size: int, batch: int, seq_len: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A full-length batch of random token ids: latency does not depend on the token values."""
+    rng = np.random.default_rng(seed)
+    low = min(5, vocab_size - 1)  # skip the special tokens at the start of most vocabularies
+    return {
+        "input_ids": rng.integers(low, vocab_size, size=(batch, seq_len), dtype=np.int64),
+        "attention_mask": np.ones((batch, seq_len), dtype=np.int64),
+        "token_type_ids": np.zeros((batch, seq_len), dtype=np.int64),
+    }
+
+
+def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """Average of the hidden states over non-padding tokens, one vector per sentence."""
+    mask = attention_mask[..., None].astype(hidden.dtype)
+    return (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+
+
+def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of corresponding rows."""
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.clip(norms, 1e-12, None)

@@ -1,0 +1,43 @@
+"""User-facing errors.
+
+Every failure the user can cause or fix is one of these: the CLI prints its message as one red
+line and exits with ``exit_code``. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class KDCompressError(Exception):
+    """Base class: a problem the user can understand and act on."""
+
+    exit_code = 1
+
+
+class UsageError(KDCompressError):
+    """Bad input from the command line: unknown name, missing path, impossible setting."""
+
+    exit_code = 2
+
+
+class ModelNotFoundError(UsageError):
+    """A model path or name that resolves to nothing loadable."""
+
+
+class BackendUnavailableError(UsageError):
+    """A backend whose runtime library is not installed, or a name that is no backend."""
+
+
+class ArtifactError(KDCompressError):
+    """A malformed, foreign or incompatible artifact file."""
+
+    exit_code = 2
+
+
+class OutputExistsError(UsageError):
+    """An output that already exists and would be overwritten without ``--overwrite``."""
+
+
+class NotImplementedYetError(KDCompressError):
+    """A pipeline stage that this version does not provide yet."""
+
+    exit_code = 3

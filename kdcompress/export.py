@@ -1,0 +1,111 @@
+"""Export stage: HF encoder folder -> deployable ONNX / OpenVINO artifact, checked for parity."""
+
+from __future__ import annotations
+
+import shutil
+from enum import StrEnum
+from pathlib import Path
+
+from kdcompress.artifacts import ExportManifest, atomic_output_dir
+from kdcompress.backends import BackendName, get_backend, parse_backend_name
+from kdcompress.console import info, status
+from kdcompress.errors import KDCompressError, UsageError
+from kdcompress.hardware import physical_cores
+from kdcompress.models import resolve_model
+from kdcompress.validate import check_parity
+
+MANIFEST = "export.json"
+EMBEDDING_INFO = "kdcompress_model.json"  # pooling and text prefix, written by assets
+
+
+class ExportFormat(StrEnum):
+    ONNX = "onnx"
+    OPENVINO = "openvino"
+
+
+FORMAT_BACKEND = {
+    ExportFormat.ONNX: BackendName.ONNXRUNTIME,
+    ExportFormat.OPENVINO: BackendName.OPENVINO,
+}
+
+
+class ExportFailedError(KDCompressError):
+    """The export ran but its result is unusable (unsupported model, parity lost)."""
+
+    exit_code = 4
+
+
+def format_for_backend(name: str) -> ExportFormat:
+    """The export format a deployment backend runs (PyTorch needs no export)."""
+    backend = parse_backend_name(name)
+    for fmt, runs_it in FORMAT_BACKEND.items():
+        if runs_it is backend:
+            return fmt
+    raise UsageError(f"backend '{backend}' needs no export; choose onnxruntime or openvino")
+
+
+def parse_format(name: str) -> ExportFormat:
+    try:
+        return ExportFormat(name.lower())
+    except ValueError:
+        choices = ", ".join(f.value for f in ExportFormat)
+        raise UsageError(f"unknown export format '{name}' (choose one of: {choices})") from None
+
+
+def export_model(
+    *,
+    model: str,
+    fmt: ExportFormat,
+    output: Path,
+    overwrite: bool = False,
+    threads: int | None = None,
+    min_cosine: float = 0.999,
+) -> ExportManifest:
+    """Export ``model`` to ``fmt`` in ``output`` and verify it reproduces the PyTorch outputs.
+
+    Nothing is left in ``output`` unless the export succeeded and passed the parity check.
+    """
+    model_dir = resolve_model(model)
+    backend = get_backend(FORMAT_BACKEND[fmt])
+    threads = threads or physical_cores()
+    with atomic_output_dir(output, overwrite=overwrite) as staging:
+        with status(f"Exporting {model} to {fmt} ({backend.name} {backend.version()})"):
+            artifact = _export(backend.export, model_dir=model_dir, output_dir=staging)
+        if (model_dir / EMBEDDING_INFO).is_file():
+            shutil.copy2(model_dir / EMBEDDING_INFO, staging / EMBEDDING_INFO)
+        with status("Checking output parity against PyTorch"):
+            loaded = backend.load(model_path=artifact, threads=threads)
+            parity = check_parity(source_dir=model_dir, candidate=loaded, min_cosine=min_cosine)
+        if not parity.passed:
+            raise ExportFailedError(
+                f"export lost parity: min cosine {parity.min_cosine:.5f} < {min_cosine} "
+                f"(max abs diff {parity.max_abs_diff:.2e}); nothing was written"
+            )
+        manifest = ExportManifest(
+            format=fmt.value,
+            backend=backend.name.value,
+            backend_version=backend.version(),
+            source_model=str(model_dir.resolve()),
+            model_file=str(artifact.relative_to(staging)),
+            quantization="none",
+            parity=parity,
+        )
+        manifest.save(staging / MANIFEST)
+    info(f"[green]Exported[/] {model} -> {output / manifest.model_file}")
+    return manifest
+
+
+def _export(export_fn: object, *, model_dir: Path, output_dir: Path) -> Path:
+    """Run a backend's export, turning the exporters' 'unsupported model' errors into one line."""
+    import json
+
+    assert callable(export_fn)
+    try:
+        result: Path = export_fn(model_dir=model_dir, output_dir=output_dir)
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        model_type = json.loads((model_dir / "config.json").read_text()).get("model_type", "?")
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportFailedError(
+            f"cannot export model type '{model_type}' from {model_dir}: {first_line}"
+        ) from exc
+    return result

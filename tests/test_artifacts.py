@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kdcompress.artifacts import (
+    Artifact,
+    ExportManifest,
+    LatencyStats,
+    ParityReport,
+    atomic_output_dir,
+    atomic_write_text,
+)
+from kdcompress.errors import ArtifactError, OutputExistsError
+
+PARITY = ParityReport(
+    sentences=3, max_abs_diff=1e-6, min_cosine=0.9999, mean_cosine=1.0, min_cosine_required=0.999
+)
+MANIFEST = ExportManifest(
+    format="onnx",
+    backend="onnxruntime",
+    backend_version="1.0",
+    source_model="/m",
+    model_file="model.onnx",
+    quantization="none",
+    parity=PARITY,
+)
+
+
+def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
+    path = MANIFEST.save(tmp_path / "export.json")
+    assert ExportManifest.load(path) == MANIFEST
+    data = json.loads(path.read_text())
+    assert (data["kind"], data["schema_version"]) == ("export", 1)
+
+
+def test_nested_tuples_and_optional_round_trip() -> None:
+    @dataclass(frozen=True)
+    class Holder(Artifact):
+        kind = "holder"
+        stats: tuple[LatencyStats, ...]
+        note: str | None = None
+
+    holder = Holder(stats=(LatencyStats(1.0, 2.0, 0.5, 1.2, 10, 2, 1, None),))
+    assert Holder.from_json(json.loads(json.dumps(holder.to_json()))) == holder
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "profile"}, "holds a 'profile' artifact"),
+        ({"schema_version": 99}, "schema version 99 is not supported"),
+        ({"surprise": 1}, "unknown field"),
+        ({"quantization": 3}, "expected str"),
+        ({"parity": "oops"}, "expected an object"),
+    ],
+)
+def test_foreign_or_malformed_files_are_refused(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({**MANIFEST.to_json(), **change}))
+    with pytest.raises(ArtifactError, match=message):
+        ExportManifest.load(path)
+
+
+def test_invalid_json_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        ExportManifest.load(tmp_path / "x.json")
+
+
+def test_save_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
+    path = MANIFEST.save(tmp_path / "export.json")
+    with pytest.raises(OutputExistsError):
+        MANIFEST.save(path, overwrite=False)
+
+
+def test_atomic_write_leaves_old_content_and_no_temp_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "a.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(TypeError):
+        atomic_write_text(target, 42)  # type: ignore[arg-type]
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_output_dir_appears_only_on_success(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError), atomic_output_dir(out, overwrite=False) as staging:
+        (staging / "half.bin").write_text("x")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_output_dir(out, overwrite=False) as staging:
+        (staging / "done.bin").write_text("x")
+    assert [p.name for p in out.iterdir()] == ["done.bin"]
+
+
+def test_existing_output_dir_needs_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("precious")
+    with (
+        pytest.raises(OutputExistsError, match="--overwrite"),
+        atomic_output_dir(out, overwrite=False),
+    ):
+        pass
+    assert (out / "keep").read_text() == "precious"
+    with atomic_output_dir(out, overwrite=True) as staging:
+        (staging / "new").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in out.iterdir()] == ["new"]

@@ -1,0 +1,98 @@
+"""The command line as a user meets it: a real process, its exit code and what it prints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMMANDS = ["profile", "search", "distill", "export", "validate", "eval", "run", "teachers"]
+
+
+def kdcompress(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "kdcompress", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_top_level_help_lists_every_command() -> None:
+    result = kdcompress("--help")
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = kdcompress(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Example:" in result.stdout
+
+
+def test_version() -> None:
+    from kdcompress import __version__
+
+    result = kdcompress("--version")
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], exit_code: int) -> str:
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def test_missing_model_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "no-model"
+    result = kdcompress("export", "--model", str(missing), "--output", str(tmp_path / "o"))
+    assert "no-model" in _one_line_error(result, 2)
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_backend_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = kdcompress("run", "--backend", "tensorrt", "--output", str(tmp_path / "r"))
+    assert "unknown backend 'tensorrt'" in _one_line_error(result, 2)
+
+
+def test_unknown_format_is_one_line_and_exit_2(tmp_path: Path, tiny_bert: Path) -> None:
+    result = kdcompress(
+        "export", "--model", str(tiny_bert), "--format", "tflite", "--output", str(tmp_path)
+    )
+    assert "unknown export format" in _one_line_error(result, 2)
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = kdcompress("--debug", "validate", str(tmp_path))
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr or "ArtifactError" in result.stderr
+
+
+def test_stage_not_in_this_version_says_so() -> None:
+    result = kdcompress("distill", "--output", "x")
+    assert "not available in this version" in _one_line_error(result, 3)
+
+
+def test_export_then_validate_end_to_end(tmp_path: Path, tiny_xlmr: Path) -> None:
+    out = tmp_path / "onnx"
+    exported = kdcompress("export", "--model", str(tiny_xlmr), "--output", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert "pass" in exported.stdout
+    refused = kdcompress("export", "--model", str(tiny_xlmr), "--output", str(out))
+    assert "--overwrite" in _one_line_error(refused, 2)
+    validated = kdcompress("validate", str(out), "--seq-len", "8", "--runs", "3", "--threads", "1")
+    assert validated.returncode == 0, validated.stderr
+    assert "speedup" in validated.stdout
+    assert (out / "validation.json").is_file()

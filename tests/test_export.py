@@ -1,0 +1,97 @@
+"""Export and validate on tiny models: parity per format, clear errors, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdcompress import pipeline
+from kdcompress.artifacts import ExportManifest, ValidationReport
+from kdcompress.errors import ArtifactError, ModelNotFoundError, OutputExistsError, UsageError
+from kdcompress.export import ExportFailedError, ExportFormat, export_model, parse_format
+from kdcompress.validate import validate_export
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tiny_xlmr: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "xlmr-onnx"
+    export_model(model=str(tiny_xlmr), fmt=ExportFormat.ONNX, output=out, threads=1)
+    return out
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_export_keeps_parity(tiny_xlmr: Path, tmp_path: Path, fmt: ExportFormat) -> None:
+    manifest = export_model(model=str(tiny_xlmr), fmt=fmt, output=tmp_path / "out", threads=1)
+    assert manifest.parity.passed
+    assert manifest.parity.max_abs_diff <= 1e-4
+    assert (tmp_path / "out" / manifest.model_file).is_file()
+    assert ExportManifest.load(tmp_path / "out" / "export.json") == manifest
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+
+
+def test_existing_output_is_refused_then_overwritten(onnx_export: Path, tiny_xlmr: Path) -> None:
+    before = (onnx_export / "export.json").read_text()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        export_model(model=str(tiny_xlmr), fmt=ExportFormat.ONNX, output=onnx_export)
+    assert (onnx_export / "export.json").read_text() == before
+
+
+def test_lost_parity_leaves_no_output(tiny_bert: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportFailedError, match="lost parity"):
+        export_model(
+            model=str(tiny_bert), fmt=ExportFormat.ONNX, output=tmp_path / "o", min_cosine=2.0
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_model_and_unknown_format_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="no such folder"):
+        export_model(model=str(tmp_path / "nope"), fmt=ExportFormat.ONNX, output=tmp_path / "o")
+    with pytest.raises(ModelNotFoundError, match=r"no config\.json"):
+        export_model(model=str(tmp_path), fmt=ExportFormat.ONNX, output=tmp_path / "o")
+    with pytest.raises(UsageError, match="choose one of: onnx, openvino"):
+        parse_format("tflite")
+
+
+def test_validate_measures_both_models_side_by_side(onnx_export: Path) -> None:
+    report = validate_export(export_dir=onnx_export, seq_lens=(8, 16), threads=1, runs=3, rounds=1)
+    assert report.parity.passed
+    shapes = {(row.model, row.seq_len) for row in report.latency}
+    assert shapes == {("pytorch", 8), ("pytorch", 16), ("onnxruntime", 8), ("onnxruntime", 16)}
+    assert all(row.latency.p50_ms > 0 and row.latency.threads == 1 for row in report.latency)
+    assert ValidationReport.load(onnx_export / "validation.json") == report
+
+
+def test_validate_rejects_too_long_sequences(onnx_export: Path) -> None:
+    with pytest.raises(UsageError, match="exceeds"):
+        validate_export(export_dir=onnx_export, seq_lens=(4096,), threads=1)
+
+
+def test_validate_rejects_corrupt_exports(onnx_export: Path, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="not an export directory"):
+        validate_export(export_dir=tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    manifest = json.loads((onnx_export / "export.json").read_text())
+    (broken / "export.json").write_text(json.dumps(manifest))
+    (broken / "model.onnx").write_bytes(b"\x00garbage")
+    with pytest.raises(ArtifactError, match="cannot load"):
+        validate_export(export_dir=broken, seq_lens=(8,), threads=1)
+
+
+def test_run_resumes_finished_stages(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kwargs = {"teacher": str(tiny_bert), "backend": "openvino", "output": tmp_path, "threads": 1}
+    kwargs["seq_lens"] = (8,)
+    first = pipeline.run_pipeline(**kwargs)  # type: ignore[arg-type]
+
+    def fail(**_: object) -> None:
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(pipeline, "export_model", fail)
+    monkeypatch.setattr(pipeline, "validate_export", fail)
+    assert pipeline.run_pipeline(**kwargs) == first  # type: ignore[arg-type]
+    assert (tmp_path / "export-openvino" / "openvino_model.xml").is_file()
