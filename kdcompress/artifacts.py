@@ -260,3 +260,26 @@ class ValidationReport(Artifact):
     latency: tuple[LatencyRow, ...]
     cpu: str
     threads: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentArch:
+    """A student encoder's shape: what the search proposes and the distill stage builds."""
+
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    activation: str = "gelu"
+
+    @property
+    def arch_id(self) -> str:
+        """Stable id: a hash of the canonical encoding, for de-duplication and caching."""
+        import hashlib
+
+        canonical = f"L{self.layers}-H{self.hidden}-A{self.heads}-F{self.ffn}-{self.activation}"
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        shape = f"{self.layers}L x {self.hidden}H"
+        return f"{shape}, {self.heads} heads, FFN {self.ffn}, {self.activation}"
