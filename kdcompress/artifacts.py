@@ -137,6 +137,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file private (0600); artifacts get the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -283,3 +287,62 @@ class StudentArch:
     def describe(self) -> str:
         shape = f"{self.layers}L x {self.hidden}H"
         return f"{shape}, {self.heads} heads, FFN {self.ffn}, {self.activation}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LossPoint:
+    """Distillation losses averaged over the ``log_every`` steps ending at ``step``."""
+
+    step: int
+    loss: float  # the optimised total
+    hidden: float  # normalised multi-layer hidden-state loss L_HS
+    pooled: float  # normalised MSE of the mean-pooled sentence embedding
+    relation: float | None = None  # MiniLMv2 attention-relation KL, when used
+    lr: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabTrimStats:
+    """Sizes before and after vocabulary trimming (bytes: parameters in fp32)."""
+
+    vocab_before: int
+    vocab_after: int
+    params_before: int
+    params_after: int
+    weights_bytes_before: int
+    weights_bytes_after: int
+    tokenizer_bytes_before: int
+    tokenizer_bytes_after: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillResult(Artifact):
+    """``distill.json``: how a student was distilled and how far its losses got."""
+
+    kind = "distill"
+
+    arch: StudentArch
+    arch_id: str
+    teacher: str
+    init: str
+    init_details: tuple[str, ...]
+    loss: str
+    layer_map: tuple[tuple[int, int], ...]  # (student, teacher) hidden states, 0 = embeddings
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    max_length: int
+    languages: tuple[str, ...]
+    sentences: int
+    corpus_hash: str
+    curve: tuple[LossPoint, ...]
+    final_hidden_loss: float
+    final_pooled_loss: float
+    final_relation_loss: float | None
+    wall_s: float  # training loop, summed over resumed sessions
+    teacher_cache_s: float  # this session's wait for the teacher cache (0 if it existed)
+    sentences_per_s: float
+    world_size: int
+    parameters: int
+    vocab: VocabTrimStats | None = None

@@ -78,47 +78,267 @@ def _not_yet(command: str) -> NotImplementedYetError:
 
 @app.command()
 def profile(
-    device: Annotated[str, typer.Option(help="Target device.")] = "cpu",
-    backend: Annotated[str, typer.Option(help="torch, onnxruntime or openvino.")] = "onnxruntime",
+    device: Annotated[str, typer.Option(help="Target device (only cpu today).")] = "cpu",
+    backend: Annotated[
+        str, typer.Option(help="Runtime to measure: torch, onnxruntime or openvino.")
+    ] = "onnxruntime",
     threads: ThreadsOption = None,
-    quick: Annotated[bool, typer.Option(help="A smaller grid (minutes, not an hour).")] = False,
-    output: Annotated[Path | None, typer.Option(help="Profile JSON to write.")] = None,
+    batch: Annotated[
+        list[int] | None, typer.Option("--batch", help="Batch sizes (repeatable; default 1).")
+    ] = None,
+    seq_len: Annotated[
+        list[int] | None,
+        typer.Option("--seq-len", help="Sequence lengths (repeatable; default 32 and 128)."),
+    ] = None,
+    space: Annotated[
+        Path | None, typer.Option(help="Search space JSON (default: the built-in space).")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="Seq 128 only, fewer runs and architectures (minutes).")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="Profile name (default: CPU + backend).")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Profile JSON to write (default: profiles/NAME.json).")
+    ] = None,
+    fit_archs: Annotated[
+        int | None, typer.Option(min=5, help="Encoders measured to fit the correction.")
+    ] = None,
+    heldout_archs: Annotated[
+        int | None, typer.Option(min=1, help="Held-out encoders measured to report the error.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the architectures measured.")] = 0,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Measure this machine into a latency model (lookup table + predictor).
 
+    Times the building blocks of an encoder (embedding, attention per hidden x heads, FFN per
+    hidden x FFN size) exactly as the backend runs them after export, fits a correction on
+    whole random-init encoders, and reports the predictor's error on held-out architectures.
+    An interrupted profile resumes from NAME.json.partial when run again with the same options.
+
     Example: [bold]kdcompress profile --device cpu --backend onnxruntime --quick[/]
     """
-    from kdcompress.backends import parse_backend_name
+    from kdcompress.profile.runner import default_name, make_settings, run_profile
+    from kdcompress.render import profile_summary
+    from kdcompress.search.space import load_space
 
     _check_device(device)
-    parse_backend_name(backend)
-    raise _not_yet("profile")
+    settings = make_settings(
+        backend=backend,
+        threads=threads,
+        seq_lens=tuple(seq_len or ()),
+        batch_sizes=tuple(batch or (1,)),
+        quick=quick,
+        seed=seed,
+        space=load_space(space),
+        fit_architectures=fit_archs,
+        heldout_architectures=heldout_archs,
+    )
+    name = name or default_name(settings)
+    output = output or Path("profiles") / f"{name}.json"
+    profile_summary(run_profile(settings=settings, name=name, output=output, overwrite=overwrite))
+    info(f"[green]Profile written[/] to {output}")
 
 
 @app.command()
 def search(
-    target: Annotated[Path, typer.Option(help="Hardware profile JSON (from `profile`).")],
-    output: Annotated[Path, typer.Option(help="Run directory for the search artifacts.")],
+    target: Annotated[
+        Path | None, typer.Option(help="Hardware profile JSON (from `kdcompress profile`).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Run directory for the search.")] = None,
     teacher: TeacherOption = "me5-small",
+    space: Annotated[
+        Path | None, typer.Option(help="Search space JSON (default: the built-in space).")
+    ] = None,
+    episodes: Annotated[int, typer.Option(min=1, help="Search episodes.")] = 15,
+    candidates: Annotated[
+        int, typer.Option(min=1, help="Candidates proxy-distilled per episode.")
+    ] = 8,
+    pool: Annotated[
+        int, typer.Option(min=1, help="Random architectures the controller ranks per episode.")
+    ] = 100,
+    proxy_size: Annotated[int, typer.Option(min=8, help="Proxy-split sentences.")] = 256,
+    proxy_steps: Annotated[int, typer.Option(min=1, help="Distillation steps per candidate.")] = 60,
+    alpha: Annotated[float, typer.Option(help="Latency exponent of the reward (< 0).")] = -0.06,
+    beta: Annotated[
+        float, typer.Option(help="Latency target as a fraction of the teacher's latency.")
+    ] = 0.6,
+    latency_budget_ms: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--latency-budget-ms",
+            help="Latency budgets to recommend for (repeatable; default teacher/4, /7, /10).",
+        ),
+    ] = None,
+    seq_len: Annotated[
+        int, typer.Option(help="Sequence length the latency is predicted at.")
+    ] = 128,
+    controller: Annotated[str, typer.Option(help="lstm, random or evolution.")] = "lstm",
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same search.")] = 0,
+    executor: Annotated[str, typer.Option(help="local (ray: not in this version).")] = "local",
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the search in this run directory.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Refuse a profile measured on another machine.")
+    ] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Run KD-NAS: propose students, distil the best briefly, learn, recommend per budget.
 
+    Each episode ranks a pool of random valid architectures with the controller, distils the
+    chosen candidates briefly on the proxy split and rewards them with
+    (1 - L_HS) * (latency / (beta * teacher latency)) ** alpha, latency from the profile.
+    A killed search continues with [bold]--resume RUN_DIR[/] (at most one candidate is lost).
+
     Example: [bold]kdcompress search --target profiles/xeon.json --output runs/s1[/]
     """
-    raise _not_yet("search")
+    from kdcompress.render import search_summary
+    from kdcompress.search.proxy import ProxySettings
+    from kdcompress.search.reward import RewardSettings
+    from kdcompress.search.runner import SETTINGS_FILE, SearchSettings, run_search
+    from kdcompress.search.space import load_space
+
+    if executor != "local":
+        raise NotImplementedYetError(f"executor '{executor}' is not available yet; use local")
+    if resume is not None:
+        settings = SearchSettings.load(resume / SETTINGS_FILE)
+        result = run_search(settings=settings, output=resume, resume=True, strict=strict)
+    else:
+        if target is None or output is None:
+            raise UsageError("--target and --output are required (or --resume RUN_DIR)")
+        if not target.is_file():
+            raise UsageError(
+                f"--target {target}: no such profile (make one with `kdcompress profile`)"
+            )
+        settings = SearchSettings(
+            teacher=teacher,
+            target=str(target),
+            episodes=episodes,
+            candidates=candidates,
+            pool=pool,
+            seed=seed,
+            seq_len=seq_len,
+            controller=controller,
+            reward=RewardSettings(alpha=alpha, beta=beta),
+            proxy=ProxySettings(sentences=proxy_size, steps=proxy_steps),
+            space=load_space(space),
+            budgets_ms=tuple(latency_budget_ms or ()),
+        )
+        result = run_search(settings=settings, output=output, overwrite=overwrite, strict=strict)
+    search_summary(result)
 
 
 @app.command()
 def distill(
-    output: Annotated[Path, typer.Option(help="Folder for the distilled student.")],
+    output: Annotated[
+        Path, typer.Option(help="Student folder to create (a Hugging Face model folder).")
+    ],
     teacher: TeacherOption = "me5-small",
-    arch: Annotated[str | None, typer.Option(help="search.json[#budget] to distil.")] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="PATH\\[#budget]: a search result, a JSON object with "
+            '"recommendations": [{"budget": "...", "arch": {"layers": 4, "hidden": 384, '
+            '"heads": 12, "ffn": 1536}}]; without #budget the first one.'
+        ),
+    ] = None,
+    arch_json: Annotated[
+        str | None,
+        typer.Option(
+            "--arch-json",
+            help='The student shape, e.g. \'{"layers":4,"hidden":384,"heads":12,"ffn":1536}\'.',
+        ),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps.")] = None,
+    epochs: Annotated[
+        float | None, typer.Option(min=0.01, help="Passes over the sentences (instead of steps).")
+    ] = None,
+    sentences: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Training sentences (default: steps x batch, each seen once; 20,000 with "
+            "--epochs).",
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Sentences per optimizer step.")] = 32,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW).")] = 1e-4,
+    max_length: Annotated[int, typer.Option(min=4, help="Tokens per sentence, at most.")] = 64,
+    languages: Annotated[
+        str, typer.Option(help="Bible languages, comma-separated, or 'all'.")
+    ] = "all",
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Own corpus: a text file, one sentence per line (instead of the Bible)."),
+    ] = None,
+    loss: Annotated[str, typer.Option(help="hidden or hidden+attn-relation.")] = "hidden",
+    init: Annotated[
+        str, typer.Option(help="teacher (sliced teacher weights) or random.")
+    ] = "teacher",
+    trim_vocab: Annotated[
+        bool, typer.Option("--trim-vocab", help="Keep only tokens that occur in the corpus.")
+    ] = False,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout while training.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed: sentence order, batches, random init.")] = 0,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Teacher-target cache folder to reuse (default: with the checkpoints)."),
+    ] = None,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 200,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")
+    ] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Distil a student task-agnostically with multi-layer hidden-state distillation.
 
-    Example: [bold]kdcompress distill --arch runs/s1/search.json --output students/s1[/]
+    Student layer i regresses teacher layers floor(i*L_T/L_S) and L_T-L_S+i (Uniform+Last)
+    through a learned projection, plus the pooled sentence embedding. The teacher's targets
+    are computed once and cached; checkpoints live in OUTPUT.partial-ckpt/ until the
+    student folder is written. Runs unchanged under [bold]torchrun --nproc-per-node N[/].
+    Shape without a search: --arch-json '{"layers":4,"hidden":384,"heads":12,"ffn":1536}'.
+
+    Example: [bold]kdcompress distill --arch runs/s1/search.json --steps 2000 --output st/s1[/]
     """
-    raise _not_yet("distill")
+    from kdcompress.distill import (
+        load_search_arch,
+        parse_arch_json,
+        parse_languages,
+        run_distill,
+        show_result,
+    )
+
+    if arch is not None and arch_json is None:
+        student = load_search_arch(arch)[0]
+    elif arch_json is not None and arch is None:
+        student = parse_arch_json(arch_json)
+    else:
+        raise UsageError("give exactly one of --arch PATH[#budget] or --arch-json")
+    result = run_distill(
+        teacher=teacher,
+        arch=student,
+        output=output,
+        steps=steps,
+        epochs=epochs,
+        sentences=sentences,
+        corpus_file=corpus,
+        languages=parse_languages(languages),
+        batch_size=batch,
+        lr=lr,
+        max_length=max_length,
+        loss=loss,
+        init=init,
+        trim_vocab=trim_vocab,
+        dropout=dropout,
+        seed=seed,
+        cache_dir=cache,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    if result is not None:
+        show_result(result, output)
 
 
 @app.command()

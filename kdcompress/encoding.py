@@ -26,7 +26,9 @@ SAMPLE_SENTENCES = (
 def load_tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_dir)
+    # fix_mistral_regex=False silences a false "incorrect regex pattern" warning that
+    # transformers 4.57 prints for any folder saved by it; tokenization is unaffected.
+    return AutoTokenizer.from_pretrained(model_dir, fix_mistral_regex=False)
 
 
 def tokenize(tokenizer: Any, texts: list[str], *, max_length: int = 128) -> dict[str, np.ndarray]:

@@ -37,6 +37,14 @@ class OutputExistsError(UsageError):
     """An output that already exists and would be overwritten without ``--overwrite``."""
 
 
+class AssetError(KDCompressError):
+    """A built-in asset that cannot be fetched, verified or converted."""
+
+
+class AssetUnavailableError(AssetError):
+    """A pinned package file that is neither cached nor downloadable (offline)."""
+
+
 class NotImplementedYetError(KDCompressError):
     """A pipeline stage that this version does not provide yet."""
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
 from kdcompress.artifacts import ParityReport, ValidationReport
+
+if TYPE_CHECKING:
+    from kdcompress.profile.schema import HardwareProfile
+    from kdcompress.search.runner import SearchResult
 from kdcompress.console import console, warn
 
 
@@ -77,3 +83,47 @@ def backends_table() -> None:
         mark = "[green]yes[/]" if status.available else "[red]no[/]"
         table.add_row(status.name.value, mark, status.detail)
     console.print(table)
+
+
+def profile_summary(profile: HardwareProfile) -> None:
+    settings = profile.settings
+    table = Table(title=f"Hardware profile '{profile.name}'")
+    table.add_column("")
+    table.add_column("")
+    fp = profile.fingerprint
+    table.add_row("device", f"{fp.cpu}, {fp.physical_cores} cores, {', '.join(fp.isa) or '-'}")
+    table.add_row(
+        "backend", f"{settings.backend} {profile.backend_version}, {settings.threads} threads"
+    )
+    table.add_row("measured", f"{len(profile.blocks)} blocks, {len(profile.models)} encoders")
+    table.add_row("median noise", f"{profile.noise:.1%} (p90 - p50) / p50")
+    if profile.error is not None:
+        err = profile.error
+        table.add_row(
+            "held-out error",
+            f"MAPE {err.mape:.1f}%, worst {err.worst_ape:.1f}% "
+            f"over {err.heldout_architectures} architectures (fit MAPE {err.fit_mape:.1f}%)",
+        )
+    console.print(table)
+
+
+def search_summary(result: SearchResult) -> None:
+    table = Table(title=f"KD-NAS recommendations (teacher {result.teacher_latency_ms:.2f} ms)")
+    for column in ("budget", "architecture", "latency ms", "speedup", "L_HS"):
+        table.add_column(column)
+    for rec in result.recommendations:
+        if rec.arch is None:
+            table.add_row(rec.budget, f"[red]nothing under {rec.budget_ms:.2f} ms[/]", "", "", "")
+            continue
+        table.add_row(
+            rec.budget,
+            rec.arch.describe(),
+            f"{rec.latency_ms:.2f}",
+            f"{rec.speedup:.1f}x",
+            f"{rec.hidden_loss:.4f}",
+        )
+    console.print(table)
+    console.print(
+        f"{len(result.ranked)} candidates, {len(result.pareto)} on the Pareto front, "
+        f"{result.wall_s / 60:.1f} min"
+    )

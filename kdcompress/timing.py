@@ -36,20 +36,32 @@ def summarise(samples_ms: np.ndarray, *, warmup: int, threads: int) -> LatencySt
 
 
 def time_callable(
-    fn: Callable[[], object], *, threads: int, warmup: int = 10, runs: int = 50
+    fn: Callable[[], object],
+    *,
+    threads: int,
+    warmup: int = 10,
+    runs: int = 50,
+    min_time_s: float = 0.0,
 ) -> LatencyStats:
-    """Time ``fn`` with the fixed method: warm-up, ``runs`` timed calls, trimmed statistics."""
+    """Time ``fn`` with the fixed method: warm-up, timed calls, trimmed statistics.
+
+    At least ``runs`` calls are timed, and more until ``min_time_s`` has passed: fast models
+    then get more samples, and the foreign-load reading (tick-resolution counters) a window
+    long enough to mean something.
+    """
     if runs < 1 or warmup < 0:
         raise ValueError("runs must be >= 1 and warmup >= 0")
     for _ in range(warmup):
         fn()
-    samples = np.empty(runs, dtype=np.float64)
+    samples: list[float] = []
     load = ForeignLoadMeter()
-    for i in range(runs):
+    deadline = time.perf_counter() + min_time_s
+    while len(samples) < runs or time.perf_counter() < deadline:
         start = time.perf_counter_ns()
         fn()
-        samples[i] = (time.perf_counter_ns() - start) / 1e6
-    return replace(summarise(samples, warmup=warmup, threads=threads), foreign_load=load.read())
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    stats = summarise(np.array(samples), warmup=warmup, threads=threads)
+    return replace(stats, foreign_load=load.read())
 
 
 class ForeignLoadMeter:

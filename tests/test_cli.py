@@ -81,7 +81,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_stage_not_in_this_version_says_so() -> None:
-    result = kdcompress("distill", "--output", "x")
+    result = kdcompress("eval", "--model", "x")
     assert "not available in this version" in _one_line_error(result, 3)
 
 

@@ -43,3 +43,9 @@ def test_foreign_load_meter_reads_a_share() -> None:
     if sys.platform == "linux":
         assert share is not None
         assert 0.0 <= share <= 1.0
+
+
+def test_min_time_extends_the_number_of_runs() -> None:
+    stats = time_callable(lambda: time.sleep(0.001), threads=1, warmup=0, runs=3, min_time_s=0.1)
+    assert stats.runs > 3
+    assert stats.foreign_load is None or 0.0 <= stats.foreign_load <= 1.0

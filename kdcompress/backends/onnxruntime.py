@@ -25,7 +25,10 @@ def find_onnx_file(model_path: Path) -> Path:
 
 def export_onnx(*, model_dir: Path, output_dir: Path) -> Path:
     """fp32 ONNX export of an HF encoder through optimum's exporter (dynamic batch and length)."""
+    import transformers
     from optimum.exporters.onnx import main_export
+
+    transformers.logging.set_verbosity_error()  # weight-loading chatter is not for users
 
     # The tracer's warnings about constants are expected for encoders and only alarm users;
     # parity is checked on real inputs right after export.

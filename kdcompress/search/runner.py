@@ -1,0 +1,415 @@
+"""``kdcompress search``: KD-NAS episodes against a hardware profile, resumable after a kill.
+
+Run directory:
+- ``search-settings.json``  what was asked (a resumed run must ask the same);
+- ``candidates.jsonl``      one line per evaluated candidate, appended and fsynced as it finishes;
+- ``controller.json``       the controller after each finished episode;
+- ``teacher-cache/``        the teacher's hidden states on the proxy sentences (built once);
+- ``search.json``, ``search.png``   the result: ranking, Pareto front, one recommendation per
+  latency budget, and a plot of every candidate with the front and the teacher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kdcompress.artifacts import Artifact, StudentArch, atomic_write_text
+from kdcompress.console import info, progress, warn
+from kdcompress.errors import ArtifactError, OutputExistsError, UsageError
+from kdcompress.search.controller import Controller, Observation, make_controller
+from kdcompress.search.proxy import ProxySettings
+from kdcompress.search.reward import RewardSettings, reward
+from kdcompress.search.space import SearchSpace
+
+SETTINGS_FILE = "search-settings.json"
+CANDIDATES_FILE = "candidates.jsonl"
+CONTROLLER_FILE = "controller.json"
+RESULT_FILE = "search.json"
+PLOT_FILE = "search.png"
+DEFAULT_SPEEDUPS = (4.0, 7.0, 10.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings(Artifact):
+    kind = "search-settings"
+
+    teacher: str
+    target: str
+    episodes: int
+    candidates: int
+    pool: int
+    seed: int
+    seq_len: int
+    controller: str
+    reward: RewardSettings
+    proxy: ProxySettings
+    space: SearchSpace
+    budgets_ms: tuple[float, ...] = ()  # explicit budgets; empty: teacher latency / speedups
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One evaluated architecture: a line of ``candidates.jsonl``."""
+
+    episode: int
+    arch: StudentArch
+    arch_id: str
+    latency_ms: float  # predicted by the profile's latency model
+    hidden_loss: float
+    reward: float
+    wall_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    budget: str
+    budget_ms: float
+    arch: StudentArch | None
+    latency_ms: float | None
+    hidden_loss: float | None
+    speedup: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult(Artifact):
+    kind = "search"
+
+    settings: SearchSettings
+    teacher_arch: StudentArch
+    teacher_latency_ms: float
+    ranked: tuple[Candidate, ...]
+    pareto: tuple[Candidate, ...]
+    recommendations: tuple[Recommendation, ...]
+    wall_s: float
+
+
+# ----------------------------------------------------------------------------- run directory
+
+
+def _prepare_run_dir(
+    output: Path, settings: SearchSettings, *, resume: bool, overwrite: bool
+) -> None:
+    settings_file = output / SETTINGS_FILE
+    if resume:
+        if not settings_file.is_file():
+            raise UsageError(f"--resume {output}: not a search run directory (no {SETTINGS_FILE})")
+        saved = SearchSettings.load(settings_file)
+        if saved != settings:
+            raise UsageError(
+                f"--resume {output}: started with other settings ({_diff(saved, settings)})"
+            )
+        return
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(
+                f"{output} already exists; pass --resume to continue it or --overwrite"
+            )
+        for name in (SETTINGS_FILE, CANDIDATES_FILE, CONTROLLER_FILE, RESULT_FILE, PLOT_FILE):
+            (output / name).unlink(missing_ok=True)
+    settings.save(settings_file)
+
+
+def _diff(saved: SearchSettings, asked: SearchSettings) -> str:
+    fields = [
+        f.name
+        for f in dataclasses.fields(saved)
+        if getattr(saved, f.name) != getattr(asked, f.name)
+    ]
+    return ", ".join(fields)
+
+
+def read_candidates(path: Path) -> list[Candidate]:
+    """Every complete line; a torn last line (killed mid-write) is ignored."""
+    if not path.is_file():
+        return []
+    candidates = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            data = json.loads(line)
+            candidates.append(Candidate(**{**data, "arch": StudentArch(**data["arch"])}))
+        except (json.JSONDecodeError, TypeError, KeyError):
+            warn(f"{path}: ignoring an incomplete line (interrupted write)")
+    return candidates
+
+
+def append_candidate(path: Path, candidate: Candidate) -> None:
+    """Append one line with a single write and fsync, so a kill loses at most this line."""
+    line = json.dumps(dataclasses.asdict(candidate)) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_controller(output: Path, controller: Controller, episodes_done: int) -> None:
+    state = {"episodes_done": episodes_done, "state": controller.state()}
+    atomic_write_text(output / CONTROLLER_FILE, json.dumps(state))
+
+
+def _restore_controller(output: Path, controller: Controller, candidates: list[Candidate]) -> int:
+    """Load the controller checkpoint and replay its history; returns finished episodes."""
+    path = output / CONTROLLER_FILE
+    if not path.is_file():
+        return 0
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        done = int(data["episodes_done"])
+        controller.load_state(data["state"])
+    except (json.JSONDecodeError, KeyError, ValueError) as exc:
+        raise ArtifactError(f"{path}: corrupt controller checkpoint ({exc})") from exc
+    controller.history = [
+        Observation(c.arch, c.reward, c.episode) for c in candidates if c.episode < done
+    ]
+    return done
+
+
+# ----------------------------------------------------------------------------- episodes
+
+
+def episode_rng(seed: int, episode: int) -> random.Random:
+    """Each episode draws from its own seeded stream, so a resumed run makes the same choices."""
+    return random.Random(seed * 1_000_003 + episode)
+
+
+def sample_pool(
+    space: SearchSpace, size: int, rng: random.Random, exclude: set[StudentArch]
+) -> list[StudentArch]:
+    """Up to ``size`` distinct valid architectures not evaluated before."""
+    available = [a for a in space.architectures() if a not in exclude]
+    return rng.sample(available, min(size, len(available)))
+
+
+Evaluate = Callable[[StudentArch], float]
+Predict = Callable[[StudentArch], float]
+
+
+def run_episodes(
+    *,
+    settings: SearchSettings,
+    output: Path,
+    hidden_loss: Evaluate,
+    latency_ms: Predict,
+    teacher_latency_ms: float,
+) -> list[Candidate]:
+    """All episodes (continuing a partial run): select, proxy-distil, reward, learn."""
+    import torch
+
+    candidates = read_candidates(output / CANDIDATES_FILE)
+    controller = make_controller(settings.controller, settings.space, settings.seed)
+    start = _restore_controller(output, controller, candidates)
+    total = settings.episodes * settings.candidates
+    best = max((c.reward for c in candidates), default=float("nan"))
+    with progress() as bar:
+        task = bar.add_task("Search", total=total, completed=min(len(candidates), total))
+        for episode in range(start, settings.episodes):
+            rng = episode_rng(settings.seed, episode)
+            seen = {c.arch for c in candidates if c.episode < episode}
+            pool = sample_pool(settings.space, settings.pool, rng, seen)
+            chosen = controller.select(pool, settings.candidates, episode, rng)
+            done_here = {c.arch: c for c in candidates if c.episode == episode}
+            observed = []
+            for index, arch in enumerate(chosen):
+                bar.update(
+                    task,
+                    description=(
+                        f"episode {episode + 1}/{settings.episodes}, candidate {index + 1}/"
+                        f"{len(chosen)}, best reward {best:.4f}"
+                    ),
+                )
+                candidate = done_here.get(arch)
+                if candidate is None:
+                    candidate = _evaluate(
+                        arch, episode, hidden_loss, latency_ms, teacher_latency_ms, settings
+                    )
+                    append_candidate(output / CANDIDATES_FILE, candidate)
+                    candidates.append(candidate)
+                    bar.advance(task)
+                observed.append(Observation(arch, candidate.reward, episode))
+                best = max(best, candidate.reward) if best == best else candidate.reward
+            torch.manual_seed(settings.seed + episode)
+            controller.observe(observed)
+            _save_controller(output, controller, episode + 1)
+    return candidates
+
+
+def _evaluate(
+    arch: StudentArch,
+    episode: int,
+    hidden_loss: Evaluate,
+    latency_ms: Predict,
+    teacher_latency_ms: float,
+    settings: SearchSettings,
+) -> Candidate:
+    start = time.perf_counter()
+    loss = hidden_loss(arch)
+    latency = latency_ms(arch)
+    value = reward(
+        hidden_loss=loss,
+        latency_ms=latency,
+        teacher_latency_ms=teacher_latency_ms,
+        settings=settings.reward,
+    )
+    return Candidate(episode, arch, arch.arch_id, latency, loss, value, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
+    """Candidates no other candidate beats on both latency and loss, fastest first."""
+    front: list[Candidate] = []
+    for candidate in sorted(candidates, key=lambda c: (c.latency_ms, c.hidden_loss)):
+        if not front or candidate.hidden_loss < front[-1].hidden_loss:
+            front.append(candidate)
+    return front
+
+
+def budgets(settings: SearchSettings, teacher_latency_ms: float) -> list[tuple[str, float]]:
+    if settings.budgets_ms:
+        return [(f"{ms:g}ms", ms) for ms in settings.budgets_ms]
+    return [(f"{s:g}x", teacher_latency_ms / s) for s in DEFAULT_SPEEDUPS]
+
+
+def recommend(
+    candidates: list[Candidate], label: str, budget_ms: float, teacher_ms: float
+) -> Recommendation:
+    """The lowest-loss candidate within the latency budget (none if nothing fits)."""
+    fitting = [c for c in candidates if c.latency_ms <= budget_ms]
+    if not fitting:
+        return Recommendation(label, budget_ms, None, None, None, None)
+    best = min(fitting, key=lambda c: (c.hidden_loss, c.latency_ms))
+    return Recommendation(
+        label, budget_ms, best.arch, best.latency_ms, best.hidden_loss, teacher_ms / best.latency_ms
+    )
+
+
+def summarise(
+    settings: SearchSettings,
+    candidates: list[Candidate],
+    teacher_arch: StudentArch,
+    teacher_ms: float,
+    wall_s: float,
+) -> SearchResult:
+    unique = list({c.arch_id: c for c in candidates}.values())
+    recommendations = tuple(
+        recommend(unique, label, ms, teacher_ms) for label, ms in budgets(settings, teacher_ms)
+    )
+    return SearchResult(
+        settings=settings,
+        teacher_arch=teacher_arch,
+        teacher_latency_ms=teacher_ms,
+        ranked=tuple(sorted(unique, key=lambda c: -c.reward)),
+        pareto=tuple(pareto_front(unique)),
+        recommendations=recommendations,
+        wall_s=wall_s,
+    )
+
+
+def plot(result: SearchResult, path: Path) -> None:
+    """Every candidate (loss vs predicted latency), the Pareto front and the teacher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = [c.latency_ms for c in result.ranked]
+    ys = [c.hidden_loss for c in result.ranked]
+    episodes = [c.episode for c in result.ranked]
+    points = ax.scatter(xs, ys, c=episodes, cmap="viridis", s=28, label="candidates")
+    fig.colorbar(points, ax=ax, label="episode")
+    ax.plot(
+        [c.latency_ms for c in result.pareto],
+        [c.hidden_loss for c in result.pareto],
+        "r-o",
+        ms=4,
+        label="Pareto front",
+    )
+    ax.axvline(
+        result.teacher_latency_ms,
+        color="k",
+        ls="--",
+        label=f"teacher ({result.teacher_latency_ms:.1f} ms)",
+    )
+    for rec in result.recommendations:
+        ax.axvline(rec.budget_ms, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"predicted latency (ms, seq {result.settings.seq_len}, batch 1)")
+    ax.set_ylabel("normalised hidden-state loss after proxy KD")
+    ax.set_title("KD-NAS candidates")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def finish(output: Path, result: SearchResult) -> SearchResult:
+    result.save(output / RESULT_FILE)
+    plot(result, output / PLOT_FILE)
+    info(f"[green]Search written[/] to {output / RESULT_FILE} and {output / PLOT_FILE}")
+    return result
+
+
+def teacher_arch(teacher_dir: Path) -> StudentArch:
+    """The teacher's own shape, to predict its latency with the same latency model."""
+    config = json.loads((teacher_dir / "config.json").read_text())
+    return StudentArch(
+        layers=int(config["num_hidden_layers"]),
+        hidden=int(config["hidden_size"]),
+        heads=int(config["num_attention_heads"]),
+        ffn=int(config["intermediate_size"]),
+        activation=str(config.get("hidden_act", "gelu")),
+    )
+
+
+def run_search(
+    *,
+    settings: SearchSettings,
+    output: Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    strict: bool = False,
+) -> SearchResult:
+    """Run (or resume) a KD-NAS search and write its artifacts into ``output``."""
+    from kdcompress.models import resolve_model
+    from kdcompress.profile.predictor import LatencyModel
+    from kdcompress.profile.runner import load_profile
+    from kdcompress.search.proxy import ProxyEvaluator
+
+    profile = load_profile(Path(settings.target), strict=strict)
+    latency_model = LatencyModel.from_profile(profile)
+    teacher_dir = resolve_model(settings.teacher)
+    teacher = teacher_arch(teacher_dir)
+    teacher_ms = latency_model.predict_ms(
+        dataclasses.replace(teacher, activation="gelu"), seq_len=settings.seq_len
+    )
+    for arch in settings.space.architectures():  # fail now, not mid-search, if off-grid
+        latency_model.predict_ms(arch, seq_len=settings.seq_len)
+    _prepare_run_dir(output, settings, resume=resume, overwrite=overwrite)
+    info(f"teacher {teacher.describe()}: {teacher_ms:.2f} ms predicted on '{profile.name}'")
+    started = time.perf_counter()
+    proxy = ProxyEvaluator(
+        teacher_dir=teacher_dir,
+        settings=settings.proxy,
+        cache_path=output / "teacher-cache",
+        seed=settings.seed,
+    )
+    candidates = run_episodes(
+        settings=settings,
+        output=output,
+        hidden_loss=proxy.hidden_loss,
+        latency_ms=lambda arch: latency_model.predict_ms(arch, seq_len=settings.seq_len),
+        teacher_latency_ms=teacher_ms,
+    )
+    result = summarise(settings, candidates, teacher, teacher_ms, time.perf_counter() - started)
+    return finish(output, result)

@@ -1,0 +1,183 @@
+"""KD-NAS search on a tiny space: reward, controllers, reproducibility, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from kdcompress.artifacts import StudentArch
+from kdcompress.errors import UsageError
+from kdcompress.search import runner
+from kdcompress.search.controller import ControllerName, make_controller, mutate
+from kdcompress.search.proxy import ProxySettings
+from kdcompress.search.reward import RewardSettings, reward
+from kdcompress.search.space import SearchSpace
+
+SPACE = SearchSpace(layers=(1, 2, 3, 4), hidden=(64, 128), heads=(1, 2), ffn_ratio=(1, 2, 4))
+
+
+def test_reward_formula_by_hand() -> None:
+    settings = RewardSettings(alpha=-0.06, beta=0.6)
+    value = reward(hidden_loss=0.25, latency_ms=3.0, teacher_latency_ms=10.0, settings=settings)
+    assert value == pytest.approx(0.75 * (3.0 / 6.0) ** -0.06)
+    at_target = reward(hidden_loss=0.25, latency_ms=6.0, teacher_latency_ms=10.0, settings=settings)
+    assert at_target == pytest.approx(0.75)
+    faster = reward(hidden_loss=0.25, latency_ms=1.0, teacher_latency_ms=10.0, settings=settings)
+    assert faster > value > at_target  # alpha < 0: being faster than the target pays
+    assert reward(hidden_loss=1.7, latency_ms=1.0, teacher_latency_ms=10.0, settings=settings) == 0
+    with pytest.raises(ValueError):
+        reward(hidden_loss=0.1, latency_ms=0.0, teacher_latency_ms=1.0, settings=settings)
+
+
+def fake_loss(arch: StudentArch) -> float:
+    """Deeper and wider students copy the teacher better (a smooth, known landscape)."""
+    return 1.0 - 0.8 * (arch.layers / 4) ** 0.5 * (arch.hidden / 128) ** 0.3 - 0.02 * arch.ffn / 512
+
+
+def fake_latency(arch: StudentArch) -> float:
+    return 0.2 + arch.layers * (arch.hidden**2 * 4 + 2 * arch.hidden * arch.ffn) / 1e5
+
+
+def settings(controller: str = "lstm", seed: int = 0, episodes: int = 4) -> runner.SearchSettings:
+    return runner.SearchSettings(
+        teacher="tiny",
+        target="tiny.json",
+        episodes=episodes,
+        candidates=3,
+        pool=12,
+        seed=seed,
+        seq_len=8,
+        controller=controller,
+        reward=RewardSettings(),
+        proxy=ProxySettings(sentences=8, steps=2),
+        space=dataclasses.replace(SPACE, min_head_size=32),
+    )
+
+
+def run(tmp: Path, s: runner.SearchSettings, **kwargs: object) -> list[runner.Candidate]:
+    runner._prepare_run_dir(tmp, s, resume=bool(kwargs.pop("resume", False)), overwrite=False)
+    return runner.run_episodes(
+        settings=s,
+        output=tmp,
+        hidden_loss=kwargs.pop("loss", fake_loss),  # type: ignore[arg-type]
+        latency_ms=fake_latency,
+        teacher_latency_ms=fake_latency(StudentArch(4, 128, 2, 512)),
+    )
+
+
+@pytest.mark.parametrize("controller", list(ControllerName))
+def test_same_seed_same_candidates(tmp_path: Path, controller: ControllerName) -> None:
+    first = run(tmp_path / "a", settings(controller))
+    second = run(tmp_path / "b", settings(controller))
+    assert [c.arch_id for c in first] == [c.arch_id for c in second]
+    assert len(first) == 4 * 3
+    assert all(SPACE.allows(c.arch) or c.arch.hidden // c.arch.heads >= 32 for c in first)
+    other = run(tmp_path / "c", settings(controller, seed=1))
+    assert [c.arch_id for c in other] != [c.arch_id for c in first]
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path: Path) -> None:
+    reference = run(tmp_path / "ref", settings())
+    calls = {"n": 0}
+
+    def crashing_loss(arch: StudentArch) -> float:
+        calls["n"] += 1
+        if calls["n"] == 8:  # dies in the middle of episode 3
+            raise KeyboardInterrupt
+        return fake_loss(arch)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "run", settings(), loss=crashing_loss)
+    partial = runner.read_candidates(tmp_path / "run" / runner.CANDIDATES_FILE)
+    assert len(partial) == 7
+    # A torn last line (killed during a write) must be ignored, not fatal.
+    with (tmp_path / "run" / runner.CANDIDATES_FILE).open("a") as handle:
+        handle.write('{"episode": 2, "arch": {"lay')
+    resumed = run(tmp_path / "run", settings(), resume=True)
+    assert [c.arch_id for c in resumed] == [c.arch_id for c in reference]
+    assert [c.reward for c in resumed] == pytest.approx([c.reward for c in reference])
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    run(tmp_path, settings(episodes=1))
+    with pytest.raises(UsageError, match="episodes"):
+        runner._prepare_run_dir(tmp_path, settings(episodes=2), resume=True, overwrite=False)
+    with pytest.raises(UsageError, match="--resume"):
+        runner._prepare_run_dir(tmp_path, settings(), resume=False, overwrite=False)
+
+
+def test_controllers_learn_something_on_a_smooth_landscape(tmp_path: Path) -> None:
+    """Evolution and LSTM should not do worse than random on a landscape they can learn."""
+    best = {}
+    for name in ControllerName:
+        rewards = [
+            max(c.reward for c in run(tmp_path / f"{name}{s}", settings(name, s, 6)))
+            for s in range(3)
+        ]
+        best[name] = sum(rewards) / len(rewards)
+    assert best[ControllerName.EVOLUTION] >= best[ControllerName.RANDOM] - 0.02
+    assert best[ControllerName.LSTM] >= best[ControllerName.RANDOM] - 0.02
+
+
+def test_mutation_and_unknown_controller() -> None:
+    rng = random.Random(0)
+    space = dataclasses.replace(SPACE, min_head_size=32)
+    arch = StudentArch(2, 128, 2, 256)
+    for _ in range(50):
+        child = mutate(arch, space, rng)
+        assert child != arch and space.allows(child)
+    with pytest.raises(UsageError, match="choose one of: lstm, random, evolution"):
+        make_controller("bayes", space, 0)
+
+
+def test_pareto_front_and_budgets() -> None:
+    def cand(latency: float, loss: float) -> runner.Candidate:
+        arch = StudentArch(1, 64, 1, int(latency * 64))
+        return runner.Candidate(0, arch, arch.arch_id, latency, loss, 1 - loss, 0.0)
+
+    candidates = [cand(1, 0.9), cand(2, 0.5), cand(3, 0.6), cand(4, 0.2), cand(5, 0.3)]
+    front = runner.pareto_front(candidates)
+    assert [(c.latency_ms, c.hidden_loss) for c in front] == [(1, 0.9), (2, 0.5), (4, 0.2)]
+    rec = runner.recommend(candidates, "x", 3.5, 10.0)
+    assert rec.latency_ms == 2 and rec.speedup == 5.0
+    assert runner.recommend(candidates, "x", 0.5, 10.0).arch is None
+
+
+def test_search_end_to_end_on_a_tiny_teacher(
+    tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_profile import tiny_settings
+
+    from kdcompress.profile.runner import run_profile
+
+    space = SearchSpace(
+        layers=(1, 2), hidden=(16, 32), heads=(2, 4), ffn_ratio=(2,), min_head_size=8
+    )
+    profile_path = tmp_path / "tiny.json"
+    tiny = tiny_settings(space=space, heldout_architectures=1)
+    run_profile(settings=tiny, name="tiny", output=profile_path)
+    monkeypatch.setattr(
+        "kdcompress.search.proxy.proxy_sentences",
+        lambda s, seed: ["hello world", "bonjour monde", "the small model", "hola mundo"] * 4,
+    )
+    s = dataclasses.replace(
+        settings(episodes=2),
+        teacher=str(tiny_xlmr),
+        target=str(profile_path),
+        space=space,
+        proxy=ProxySettings(sentences=16, steps=2, batch_size=4, max_length=16),
+        budgets_ms=(1e6, 1e-6),
+    )
+    result = runner.run_search(settings=s, output=tmp_path / "run")
+    assert len(result.ranked) == 6
+    assert all(c.hidden_loss >= 0 and math.isfinite(c.reward) for c in result.ranked)
+    assert result.recommendations[0].arch is not None
+    assert result.recommendations[1].arch is None  # nothing is that fast
+    saved = json.loads((tmp_path / "run" / runner.RESULT_FILE).read_text())
+    assert saved["recommendations"][0]["arch"]["layers"] in (1, 2)
+    assert (tmp_path / "run" / runner.PLOT_FILE).stat().st_size > 1000
