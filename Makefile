@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/kdcompress run --teacher me5-small --device cpu --backend onnxruntime --output $(RUN_DIR)
+	$(BIN)/kdcompress run --teacher me5-small --device cpu --backend onnxruntime --budget quick --output $(RUN_DIR)
 
 test: $(STAMP)
-	$(BIN)/ruff check kdcompress tests
-	$(BIN)/ruff format --check kdcompress tests
+	$(BIN)/ruff check kdcompress tests benchmarks
+	$(BIN)/ruff format --check kdcompress tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest
 

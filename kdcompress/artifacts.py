@@ -228,6 +228,62 @@ class ParityReport:
 
 
 @dataclasses.dataclass(frozen=True)
+class Int8Settings:
+    """How an int8 model was made: enough to reproduce it, and to see what the CPU chose."""
+
+    mode: str  # dynamic | static (as requested on the command line)
+    method: str  # the library call, e.g. onnxruntime.quantize_static, nncf.compress_weights
+    preset: str  # CPU preset the settings came from: avx2, avx512, avx512-vnni
+    quant_format: str  # QDQ / QOperator (ONNX) or OpenVINO IR
+    weight_type: str  # int8 / uint8
+    activation_type: str  # uint8 (static), uint8, per batch (dynamic), fp32 (weight-only)
+    per_channel: bool
+    weight_range: str  # 8-bit, or 7-bit where non-VNNI int8 kernels could saturate
+    graph_fusion: str  # transformer fusions applied before quantizing, or why none
+    calibration_sentences: int = 0
+    calibration_method: str = ""
+    keep_fp32: tuple[str, ...] = ()  # parts left in fp32, e.g. embeddings, layer 0, layer 11
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Attempt:
+    """One quantization tried while exporting, with its parity (None if it failed to run)."""
+
+    settings: Int8Settings
+    parity: ParityReport | None
+    accepted: bool
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8SpeedCheck:
+    """fp32 and int8 of one export timed side by side on the same runtime and threads."""
+
+    batch: int
+    seq_len: int
+    fp32: LatencyStats
+    int8: LatencyStats
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32.p50_ms / self.int8.p50_ms if self.int8.p50_ms > 0 else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationReport:
+    """The int8 part of an export: what was tried, what is deployed, and whether it pays off."""
+
+    requested: str  # dynamic | static
+    settings: Int8Settings  # of the deployed int8 file
+    attempts: tuple[Int8Attempt, ...]  # in the order tried, most aggressive first
+    isa: tuple[str, ...]  # the CPU's relevant ISA flags when the settings were chosen
+    fp32_bytes: int
+    int8_bytes: int
+    fallback: str | None = None  # why the deployed settings are not the first choice
+    speed: Int8SpeedCheck | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class ExportManifest(Artifact):
     """``export.json``: what an export directory holds and how it was checked."""
 
@@ -240,6 +296,10 @@ class ExportManifest(Artifact):
     model_file: str  # relative to the export directory
     quantization: str
     parity: ParityReport
+    # Added with int8 export; defaults keep older export.json files readable.
+    fp32_file: str | None = None  # the fp32 model, kept next to an int8 ``model_file``
+    fp32_parity: ParityReport | None = None  # of ``fp32_file``; ``parity`` is ``model_file``'s
+    int8: QuantizationReport | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,16 +314,38 @@ class LatencyRow:
 
 
 @dataclasses.dataclass(frozen=True)
+class PredictedLatency:
+    """The hardware profile's prediction for one input shape."""
+
+    batch: int
+    seq_len: int
+    predicted_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
 class ValidationReport(Artifact):
-    """``validation.json``: parity and side-by-side latency of an export against its source."""
+    """``validation.json``: parity and side-by-side latency of an export (and its teacher)."""
 
     kind = "validation"
 
     export_dir: str
     parity: ParityReport
-    latency: tuple[LatencyRow, ...]
+    latency: tuple[LatencyRow, ...]  # models: student, student-pytorch and maybe teacher
     cpu: str
     threads: int
+    teacher_export: str | None = None
+    predicted: tuple[PredictedLatency, ...] = ()
+
+    def p50(self, model: str, batch: int, seq_len: int) -> float | None:
+        for row in self.latency:
+            if (row.model, row.batch, row.seq_len) == (model, batch, seq_len):
+                return row.latency.p50_ms
+        return None
+
+    def speedup(self, batch: int, seq_len: int) -> float | None:
+        """Teacher p50 / student p50 on the same runtime, when the teacher was measured."""
+        teacher, student = self.p50("teacher", batch, seq_len), self.p50("student", batch, seq_len)
+        return teacher / student if teacher and student else None
 
 
 @dataclasses.dataclass(frozen=True)

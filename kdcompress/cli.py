@@ -344,30 +344,107 @@ def distill(
 @app.command()
 def export(
     model: Annotated[str, typer.Option(help="HF model folder, built-in teacher or hub id.")],
-    output: Annotated[Path, typer.Option(help="Export directory to create.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Export directory to create (default: exports/MODEL-FORMAT[-int8])."),
+    ] = None,
     format: Annotated[str, typer.Option("--format", help="onnx or openvino.")] = "onnx",
+    quantize: Annotated[
+        str,
+        typer.Option(
+            "--quantize",
+            help="none (fp32), dynamic (ONNX Runtime: int8 weights, activations per batch; "
+            "OpenVINO: int8 weights only) or static (int8 activations calibrated on corpus "
+            "sentences).",
+        ),
+    ] = "none",
+    calibration_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Calibration sentences for --quantize static (default 128)."),
+    ] = None,
+    calibration_languages: Annotated[
+        str, typer.Option(help="Corpus languages of the calibration text, comma-separated.")
+    ] = "all",
+    per_channel: Annotated[
+        bool,
+        typer.Option("--per-channel/--per-tensor", help="int8 weight scales per output channel."),
+    ] = True,
+    min_int8_cosine: Annotated[
+        float,
+        typer.Option(
+            min=-1.0,
+            max=1.0,
+            help="Parity gate for int8 (cosine of sentence embeddings vs PyTorch); below it, "
+            "less aggressive settings are tried.",
+        ),
+    ] = 0.98,
+    speed_check: Annotated[
+        bool,
+        typer.Option(help="Time fp32 vs int8 side by side after quantizing (seconds)."),
+    ] = True,
     threads: ThreadsOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Export a model to ONNX or OpenVINO (fp32) and check it matches PyTorch.
+    """Export a model to ONNX or OpenVINO, optionally int8, and check it against PyTorch.
 
-    The export is written to a temporary folder and moved into place only if the parity
-    check passes (cosine of sentence embeddings >= 0.999), so a failed export leaves nothing.
+    The fp32 export must match PyTorch (cosine of sentence embeddings >= 0.999). With
+    [bold]--quantize[/], the int8 model is written next to the fp32 one and becomes the
+    deployable file named in export.json; its parity is reported and gated at
+    --min-int8-cosine, falling back to less aggressive settings (fp32 embeddings and edge
+    layers, dynamic instead of static) when needed, and fp32 vs int8 latency is measured.
+    Everything is written to a temporary folder and moved into place only on success.
 
-    Example: [bold]kdcompress export --model students/s1 --format onnx --output exports/s1-onnx[/]
+    Example: [bold]kdcompress export --model students/s1 --format onnx --quantize static[/]
     """
+    from kdcompress.distill import parse_languages
     from kdcompress.export import export_model, parse_format
+    from kdcompress.quantize import (
+        DEFAULT_CALIBRATION_SIZE,
+        Quantization,
+        QuantizeOptions,
+        parse_quantization,
+        show_int8,
+    )
     from kdcompress.render import parity_table
 
-    manifest = export_model(
-        model=model, fmt=parse_format(format), output=output, overwrite=overwrite, threads=threads
+    fmt = parse_format(format)
+    mode = parse_quantization(quantize)
+    if calibration_size is not None and mode is not Quantization.STATIC:
+        raise UsageError("--calibration-size is only used with --quantize static")
+    options = QuantizeOptions(
+        mode=mode,
+        calibration_size=calibration_size or DEFAULT_CALIBRATION_SIZE,
+        calibration_languages=parse_languages(calibration_languages),
+        per_channel=per_channel,
+        min_int8_cosine=min_int8_cosine,
+        speed_check=speed_check,
     )
-    parity_table(manifest.parity)
+    if output is None:
+        suffix = "" if mode is Quantization.NONE else f"-int8-{mode}"
+        output = Path("exports") / f"{Path(model).name}-{fmt}{suffix}"
+    manifest = export_model(
+        model=model,
+        fmt=fmt,
+        output=output,
+        overwrite=overwrite,
+        threads=threads,
+        quantize=options,
+    )
+    parity_table(manifest.fp32_parity or manifest.parity)
+    if manifest.int8 is not None:
+        show_int8(manifest.int8, manifest.fp32_parity)
 
 
 @app.command()
 def validate(
     export_dir: Annotated[Path, typer.Argument(help="Directory written by `export`.")],
+    teacher_export: Annotated[
+        Path | None,
+        typer.Option(help="The teacher exported to the same format: measure the real speedup."),
+    ] = None,
+    target: Annotated[
+        Path | None, typer.Option(help="Hardware profile: show predicted vs measured latency.")
+    ] = None,
     seq_len: Annotated[
         list[int] | None, typer.Option("--seq-len", help="Sequence lengths (repeatable).")
     ] = None,
@@ -377,17 +454,20 @@ def validate(
     threads: ThreadsOption = None,
     runs: Annotated[int, typer.Option(min=3, help="Timed runs per round.")] = 30,
 ) -> None:
-    """Check an export: output parity and latency side by side with its PyTorch source.
+    """Check an export: output parity, and latency side by side with its PyTorch source and
+    (with --teacher-export) the teacher on the same runtime and thread count.
 
     Writes [bold]validation.json[/] into the export directory.
 
-    Example: [bold]kdcompress validate exports/s1-onnx --seq-len 32 --seq-len 128[/]
+    Example: [bold]kdcompress validate exports/s1-onnx --teacher-export exports/teacher-onnx[/]
     """
     from kdcompress.render import validation_tables
     from kdcompress.validate import validate_export
 
     report = validate_export(
         export_dir=export_dir,
+        teacher_export=teacher_export,
+        profile=target,
         seq_lens=tuple(seq_len or (32, 128)),
         batch_sizes=tuple(batch or (1,)),
         threads=threads,
@@ -398,14 +478,81 @@ def validate(
 
 @app.command("eval")
 def evaluate(
-    model: Annotated[str, typer.Option(help="HF model folder, built-in teacher or hub id.")],
-    quick: Annotated[bool, typer.Option(help="A small subset of every task.")] = False,
+    model: Annotated[
+        str, typer.Option(help="HF model folder, export folder, built-in teacher or hub id.")
+    ],
+    quick: Annotated[
+        bool, typer.Option(help="A small subset of every task (minutes): a smoke test.")
+    ] = False,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="torch, onnxruntime or openvino (default: torch; an export folder's own)."
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="The teacher's eval JSON: adds the retention ratio per task."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report JSON (default: MODEL_FOLDER/eval-NAME.json or ./eval-NAME.json)."
+        ),
+    ] = None,
+    languages: Annotated[
+        str | None,
+        typer.Option(help="Retrieval targets, comma-separated (default: de,fr,es,ru,zh,ar,sw)."),
+    ] = None,
+    verses: Annotated[
+        int | None, typer.Option(min=2, help="Held-out verses per retrieval language.")
+    ] = None,
+    imdb_train: Annotated[int | None, typer.Option(min=2, help="IMDB training reviews.")] = None,
+    imdb_test: Annotated[int | None, typer.Option(min=2, help="IMDB test reviews.")] = None,
+    zh_train: Annotated[int | None, typer.Option(min=2, help="zh-inews training articles.")] = None,
+    zh_test: Annotated[int | None, typer.Option(min=2, help="zh-inews test articles.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the sampled subsets.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 32,
+    threads: ThreadsOption = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing report file.")
+    ] = False,
 ) -> None:
     """Run the fixed evaluation suite (retrieval, IMDB, zh-inews) on a model.
 
+    Identical for teacher and student: English -> other-language verse retrieval on held-out
+    Bible books (top-1), and IMDB / zh-inews accuracy of a logistic-regression head on the
+    frozen, standardised sentence embeddings. Sizes default to the full suite; a reference
+    is only accepted if it was made with the same task settings.
+
     Example: [bold]kdcompress eval --model me5-small --quick[/]
     """
-    raise _not_yet("eval")
+    from kdcompress.evaluate import make_settings, parse_languages, run_eval
+    from kdcompress.render import eval_table
+
+    settings = make_settings(
+        quick=quick,
+        languages=parse_languages(languages) if languages is not None else None,
+        verses=verses,
+        imdb_train=imdb_train,
+        imdb_test=imdb_test,
+        zh_train=zh_train,
+        zh_test=zh_test,
+        seed=seed,
+    )
+    report, path = run_eval(
+        model=model,
+        settings=settings,
+        backend=backend,
+        output=output,
+        overwrite=overwrite,
+        reference=reference,
+        threads=threads,
+        batch_size=batch_size,
+        quick=quick,
+    )
+    eval_table(report)
+    info(f"[green]Evaluation written[/] to {path}")
 
 
 @app.command()
@@ -416,19 +563,45 @@ def run(
     backend: Annotated[
         str, typer.Option(help="Deployment runtime: onnxruntime or openvino.")
     ] = "onnxruntime",
+    budget: Annotated[
+        str, typer.Option(help="quick (~30 min on 2 cores), standard or full (hours).")
+    ] = "quick",
+    seed: Annotated[int, typer.Option(help="Seed for search and distillation.")] = 0,
     threads: ThreadsOption = None,
 ) -> None:
     """Run the whole pipeline into one run directory, resuming finished stages.
 
-    This version runs the stages that exist: it exports the teacher and validates the
-    export (parity and latency against PyTorch); profile, search and distill come next.
+    profile (reuses profiles/*.json measured on this machine, else measures a quick one) ->
+    KD-NAS search -> distillation of the 7x recommendation (vocabulary trimmed) -> export of
+    student and teacher to the same runtime -> validation side by side.
 
     Example: [bold]kdcompress run --teacher me5-small --output runs/demo[/]
     """
     from kdcompress.pipeline import run_pipeline
 
     _check_device(device)
-    run_pipeline(teacher=teacher, backend=backend, output=output, threads=threads)
+    run_pipeline(
+        teacher=teacher,
+        backend=backend,
+        output=output,
+        budget=budget,
+        seed=seed,
+        threads=threads,
+    )
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (from `kdcompress run`).")],
+) -> None:
+    """Write a self-contained HTML page (and the same as Markdown) for a run directory:
+    search candidates and Pareto plot, chosen architecture, distillation curve, validation.
+
+    Example: [bold]kdcompress report runs/demo[/]
+    """
+    from kdcompress.report import write_report
+
+    write_report(run_dir)
 
 
 @app.command()

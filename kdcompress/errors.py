@@ -49,3 +49,7 @@ class NotImplementedYetError(KDCompressError):
     """A pipeline stage that this version does not provide yet."""
 
     exit_code = 3
+
+
+class IncompatibleReferenceError(ArtifactError):
+    """A reference evaluation made with other task settings: its scores are not comparable."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from kdcompress.console import info, status
 from kdcompress.errors import KDCompressError, UsageError
 from kdcompress.hardware import physical_cores
 from kdcompress.models import resolve_model
+from kdcompress.quantize import Quantization, QuantizeOptions, load_calibration, quantize_export
 from kdcompress.validate import check_parity
 
 MANIFEST = "export.json"
@@ -60,14 +62,24 @@ def export_model(
     overwrite: bool = False,
     threads: int | None = None,
     min_cosine: float = 0.999,
+    quantize: QuantizeOptions | None = None,
 ) -> ExportManifest:
     """Export ``model`` to ``fmt`` in ``output`` and verify it reproduces the PyTorch outputs.
 
-    Nothing is left in ``output`` unless the export succeeded and passed the parity check.
+    The fp32 export must reach ``min_cosine``. With ``quantize``, an int8 model is written next
+    to it and becomes the deployable ``model_file``; its parity is reported and gated at the
+    (looser) ``quantize.min_int8_cosine``, with fallbacks to less aggressive settings, and its
+    latency is compared with fp32's. Nothing is left in ``output`` unless everything succeeded.
     """
     model_dir = resolve_model(model)
     backend = get_backend(FORMAT_BACKEND[fmt])
     threads = threads or physical_cores()
+    if quantize is not None and quantize.mode is Quantization.NONE:
+        quantize = None
+    calibration = None
+    if quantize is not None and quantize.mode is Quantization.STATIC:
+        with status(f"Reading {quantize.calibration_size} calibration sentences"):
+            calibration = load_calibration(model_dir, quantize)  # fails fast, before exporting
     with atomic_output_dir(output, overwrite=overwrite) as staging:
         with status(f"Exporting {model} to {fmt} ({backend.name} {backend.version()})"):
             artifact = _export(backend.export, model_dir=model_dir, output_dir=staging)
@@ -81,15 +93,35 @@ def export_model(
                 f"export lost parity: min cosine {parity.min_cosine:.5f} < {min_cosine} "
                 f"(max abs diff {parity.max_abs_diff:.2e}); nothing was written"
             )
+        fp32_file = str(artifact.relative_to(staging))
         manifest = ExportManifest(
             format=fmt.value,
             backend=backend.name.value,
             backend_version=backend.version(),
             source_model=str(model_dir.resolve()),
-            model_file=str(artifact.relative_to(staging)),
+            model_file=fp32_file,
             quantization="none",
             parity=parity,
+            fp32_file=fp32_file,
+            fp32_parity=parity,
         )
+        if quantize is not None:
+            int8 = quantize_export(
+                backend=backend,
+                model_dir=model_dir,
+                fp32_file=artifact,
+                output_dir=staging,
+                options=quantize,
+                calibration=calibration,
+                threads=threads,
+            )
+            manifest = replace(
+                manifest,
+                model_file=str(int8.model_file.relative_to(staging)),
+                quantization=int8.report.settings.mode,
+                parity=int8.parity,
+                int8=int8.report,
+            )
         manifest.save(staging / MANIFEST)
     info(f"[green]Exported[/] {model} -> {output / manifest.model_file}")
     return manifest

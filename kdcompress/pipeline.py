@@ -1,24 +1,68 @@
-"""``kdcompress run``: the stages in order, each writing its artifact into one run directory.
+"""``kdcompress run``: profile -> search -> distill -> export -> validate in one run directory.
 
-A stage whose artifact already exists and loads is skipped, so re-running a run directory
-resumes at the first unfinished stage.
+Each stage writes its artifact into the run directory and is skipped when that artifact
+already exists, so re-running a run directory resumes at the first unfinished stage (and the
+search and distillation resume inside the stage from their own checkpoints).
+
+    RUN_DIR/profile.json            the hardware profile used (reused or measured)
+    RUN_DIR/search/search.json      KD-NAS candidates and recommendations
+    RUN_DIR/student/                the distilled student (HF folder + distill.json)
+    RUN_DIR/export-FORMAT/          the student exported (export.json, validation.json)
+    RUN_DIR/teacher-export-FORMAT/  the teacher exported to the same runtime
 """
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from kdcompress.artifacts import ExportManifest, ValidationReport
-from kdcompress.console import info
-from kdcompress.errors import ArtifactError
-from kdcompress.export import MANIFEST, export_model, format_for_backend
+from kdcompress.artifacts import ExportManifest, StudentArch, ValidationReport
+from kdcompress.console import info, warn
+from kdcompress.errors import ArtifactError, KDCompressError, UsageError
+from kdcompress.export import MANIFEST, ExportFormat, export_model, format_for_backend
 from kdcompress.render import validation_tables
+from kdcompress.report import write_report
 from kdcompress.validate import DEFAULT_SEQ_LENS, REPORT, validate_export
 
-PENDING_STAGES = ("profile", "search", "distill")
+
+class Budget(StrEnum):
+    QUICK = "quick"
+    STANDARD = "standard"
+    FULL = "full"
 
 
-def _finished(cls: type[ExportManifest] | type[ValidationReport], path: Path) -> bool:
+@dataclass(frozen=True)
+class BudgetPlan:
+    """How much work each stage does for a budget."""
+
+    episodes: int
+    candidates: int
+    proxy_sentences: int
+    proxy_steps: int
+    distill_sentences: int
+    distill_steps: int
+    target_speedup: str = "7x"  # which of the search's recommendations gets distilled
+
+
+PLANS = {
+    # ~30 minutes on 2 cores: a real but small run of every stage.
+    Budget.QUICK: BudgetPlan(3, 3, 128, 30, 2_000, 200),
+    Budget.STANDARD: BudgetPlan(8, 6, 256, 60, 15_000, 2_000),
+    Budget.FULL: BudgetPlan(15, 10, 512, 100, 100_000, 20_000),
+}
+
+
+def parse_budget(name: str) -> Budget:
+    try:
+        return Budget(name.lower())
+    except ValueError:
+        choices = ", ".join(b.value for b in Budget)
+        raise UsageError(f"unknown budget '{name}' (choose one of: {choices})") from None
+
+
+def _done(path: Path, cls: type[ExportManifest] | type[ValidationReport]) -> bool:
     try:
         cls.load(path)
     except ArtifactError:
@@ -26,27 +70,134 @@ def _finished(cls: type[ExportManifest] | type[ValidationReport], path: Path) ->
     return True
 
 
+def profile_stage(run_dir: Path, backend: str, threads: int | None) -> Path:
+    """Reuse a committed profile of this very machine and runtime, else measure a quick one."""
+    from kdcompress.profile.runner import find_matching_profile, make_settings, run_profile
+
+    target = run_dir / "profile.json"
+    if target.is_file():
+        info(f"[dim]profile: done earlier ({target})[/]")
+        return target
+    settings = make_settings(backend=backend, threads=threads, quick=True)
+    match = find_matching_profile(Path("profiles"), settings)
+    if match is not None:
+        info(f"profile: reusing {match}, measured on this machine with {backend}")
+        shutil.copy2(match, target)
+        return target
+    info("profile: no profile of this machine yet; measuring a quick one")
+    run_profile(settings=settings, name=f"run-{backend}", output=target)
+    return target
+
+
+def search_stage(run_dir: Path, teacher: str, profile: Path, plan: BudgetPlan, seed: int) -> Path:
+    from kdcompress.search.proxy import ProxySettings
+    from kdcompress.search.reward import RewardSettings
+    from kdcompress.search.runner import RESULT_FILE, SETTINGS_FILE, SearchSettings, run_search
+    from kdcompress.search.space import SearchSpace
+
+    out = run_dir / "search"
+    if (out / RESULT_FILE).is_file():
+        info(f"[dim]search: done earlier ({out / RESULT_FILE})[/]")
+        return out / RESULT_FILE
+    settings = SearchSettings(
+        teacher=teacher,
+        target=str(profile),
+        episodes=plan.episodes,
+        candidates=plan.candidates,
+        pool=100,
+        seed=seed,
+        seq_len=128,
+        controller="lstm",
+        reward=RewardSettings(),
+        proxy=ProxySettings(sentences=plan.proxy_sentences, steps=plan.proxy_steps),
+        space=SearchSpace(),
+    )
+    run_search(settings=settings, output=out, resume=(out / SETTINGS_FILE).is_file())
+    return out / RESULT_FILE
+
+
+def chosen_arch(search_json: Path, target: str) -> tuple[StudentArch, str]:
+    """The recommendation for ``target`` (e.g. "7x"), else the fastest one that exists."""
+    from kdcompress.search.runner import SearchResult
+
+    result = SearchResult.load(search_json)
+    found = [r for r in result.recommendations if r.arch is not None]
+    if not found:
+        raise KDCompressError(f"{search_json}: the search found no architecture for any budget")
+    preferred = [r for r in found if r.budget == target] or sorted(
+        found, key=lambda r: -(r.speedup or 0)
+    )
+    pick = preferred[0]
+    assert pick.arch is not None
+    if pick.budget != target:
+        warn(f"no candidate met the {target} budget; distilling the {pick.budget} one instead")
+    return pick.arch, pick.budget
+
+
+def distill_stage(
+    run_dir: Path, teacher: str, arch: StudentArch, plan: BudgetPlan, seed: int
+) -> Path:
+    from kdcompress.distill import run_distill
+    from kdcompress.distill.trainer import checkpoint_dir_for
+
+    out = run_dir / "student"
+    if (out / "distill.json").is_file():
+        info(f"[dim]distill: done earlier ({out})[/]")
+        return out
+    run_distill(
+        teacher=teacher,
+        arch=arch,
+        output=out,
+        steps=plan.distill_steps,
+        sentences=plan.distill_sentences,
+        trim_vocab=True,
+        seed=seed,
+        resume=checkpoint_dir_for(out).exists(),
+    )
+    return out
+
+
+def export_stage(model: str, out: Path, fmt: ExportFormat, threads: int | None) -> Path:
+    if _done(out / MANIFEST, ExportManifest):
+        info(f"[dim]export: done earlier ({out})[/]")
+    else:
+        export_model(model=model, fmt=fmt, output=out, threads=threads)
+    return out
+
+
 def run_pipeline(
     *,
     teacher: str,
     backend: str,
     output: Path,
+    budget: str = "quick",
     threads: int | None = None,
+    seed: int = 0,
     seq_lens: tuple[int, ...] = DEFAULT_SEQ_LENS,
 ) -> ValidationReport:
-    """Run (or resume) the pipeline for ``teacher`` in ``output`` and return the validation."""
+    """Run (or resume) every stage for ``teacher`` in ``output``; return the validation."""
     fmt = format_for_backend(backend)
-    info(f"[bold]kdcompress run[/] -> {output}")
-    info(f"[dim]not in this version yet, skipped: {', '.join(PENDING_STAGES)}[/]")
-    export_dir = output / f"export-{fmt.value}"
-    if _finished(ExportManifest, export_dir / MANIFEST):
-        info(f"[dim]export: done earlier ({export_dir})[/]")
+    plan = PLANS[parse_budget(budget)]
+    output.mkdir(parents=True, exist_ok=True)
+    info(f"[bold]kdcompress run[/] ({budget}) -> {output}")
+    profile = profile_stage(output, backend, threads)
+    search_json = search_stage(output, teacher, profile, plan, seed)
+    arch, label = chosen_arch(search_json, plan.target_speedup)
+    info(f"distilling the {label} recommendation: {arch.describe()}")
+    student = distill_stage(output, teacher, arch, plan, seed)
+    student_export = export_stage(str(student), output / f"export-{fmt}", fmt, threads)
+    teacher_export = export_stage(teacher, output / f"teacher-export-{fmt}", fmt, threads)
+    if _done(student_export / REPORT, ValidationReport):
+        info(f"[dim]validate: done earlier ({student_export / REPORT})[/]")
+        report = ValidationReport.load(student_export / REPORT)
     else:
-        export_model(model=teacher, fmt=fmt, output=export_dir, threads=threads)
-    if _finished(ValidationReport, export_dir / REPORT):
-        info(f"[dim]validate: done earlier ({export_dir / REPORT})[/]")
-        report = ValidationReport.load(export_dir / REPORT)
-    else:
-        report = validate_export(export_dir=export_dir, threads=threads, seq_lens=seq_lens)
+        report = validate_export(
+            export_dir=student_export,
+            teacher_export=teacher_export,
+            profile=profile,
+            threads=threads,
+            seq_lens=seq_lens,
+        )
     validation_tables(report)
+    write_report(output)
     return report

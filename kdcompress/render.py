@@ -31,14 +31,13 @@ def parity_table(parity: ParityReport) -> None:
 
 def validation_tables(report: ValidationReport) -> None:
     parity_table(report.parity)
-    table = Table(title=f"Latency, {report.threads} threads, {report.cpu}")
-    for column in ("model", "backend", "batch", "seq", "p50 ms", "p90 ms", "speedup"):
+    reference = "teacher" if report.teacher_export else "student-pytorch"
+    table = Table(title=f"Latency side by side, {report.threads} threads, {report.cpu}")
+    for column in ("model", "backend", "batch", "seq", "p50 ms", "p90 ms", f"vs {reference}"):
         table.add_column(column, justify="right")
-    baseline = {
-        (r.batch, r.seq_len): r.latency.p50_ms for r in report.latency if r.model == "pytorch"
-    }
     for row in report.latency:
-        speedup = baseline[(row.batch, row.seq_len)] / row.latency.p50_ms
+        base = report.p50(reference, row.batch, row.seq_len)
+        ratio = f"{base / row.latency.p50_ms:.2f}x faster" if base else ""
         table.add_row(
             row.model,
             row.backend,
@@ -46,11 +45,20 @@ def validation_tables(report: ValidationReport) -> None:
             str(row.seq_len),
             f"{row.latency.p50_ms:.2f}",
             f"{row.latency.p90_ms:.2f}",
-            f"{speedup:.2f}x",
+            ratio,
         )
         if row.latency.disturbed:
             warn(f"{row.model} at seq {row.seq_len}: other processes used CPU while timing")
     console.print(table)
+    for predicted in report.predicted:
+        measured = report.p50("student", predicted.batch, predicted.seq_len)
+        if measured:
+            error = (predicted.predicted_ms / measured - 1) * 100
+            console.print(
+                f"profile predicted {predicted.predicted_ms:.2f} ms for the student at batch "
+                f"{predicted.batch}, seq {predicted.seq_len}; measured {measured:.2f} ms "
+                f"({error:+.0f}%)"
+            )
 
 
 def teachers_table() -> None:
@@ -127,3 +135,55 @@ def search_summary(result: SearchResult) -> None:
         f"{len(result.ranked)} candidates, {len(result.pareto)} on the Pareto front, "
         f"{result.wall_s / 60:.1f} min"
     )
+
+
+if TYPE_CHECKING:
+    from kdcompress.evaluate import EvalReport
+
+
+def _ratio_text(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.1%}"
+
+
+def eval_table(report: EvalReport) -> None:
+    """Scores per task (retrieval per language too) and the mean; retention if a reference."""
+    kept = report.retention
+    title = f"Evaluation of {report.model} ({report.backend} {report.backend_version})"
+    table = Table(title=title)
+    table.add_column("task")
+    for column in ("metric", "size", "max tokens", "score"):
+        table.add_column(column, justify="right")
+    if kept is not None:
+        table.add_column(f"reference ({kept.reference_model})", justify="right")
+        table.add_column("retention", justify="right")
+    for task in report.tasks:
+        for key, score in task.details.items():
+            row = [f"  {task.task} {key}", task.metric, str(task.sizes.get(key, ""))]
+            row += ["", f"{score:.3f}"]
+            if kept is not None:
+                theirs = kept.reference_details.get(task.task, {}).get(key)
+                row += [
+                    "" if theirs is None else f"{theirs:.3f}",
+                    _ratio_text(kept.details.get(task.task, {}).get(key)),
+                ]
+            table.add_row(*row)
+        size = "/".join(str(n) for n in task.sizes.values()) if not task.details else "mean"
+        row = [f"[bold]{task.task}[/]", task.metric, size, str(task.max_length)]
+        row += [f"[bold]{task.score:.3f}[/]"]
+        if kept is not None:
+            row += [
+                f"{kept.reference_scores[task.task]:.3f}",
+                f"[bold]{_ratio_text(kept.per_task.get(task.task))}[/]",
+            ]
+        table.add_row(*row, end_section=True)
+    row = ["[bold]mean[/]", "", "", "", f"[bold]{report.mean:.3f}[/]"]
+    if kept is not None:
+        reference_mean = sum(kept.reference_scores.values()) / len(kept.reference_scores)
+        row += [f"{reference_mean:.3f}", f"[bold]{_ratio_text(kept.overall)}[/]"]
+    table.add_row(*row)
+    console.print(table)
+    threads = f"{report.threads} thread{'s' if report.threads != 1 else ''}"
+    wall = f"{report.wall_s:.1f} s" if report.wall_s < 120 else f"{report.wall_s / 60:.1f} min"
+    console.print(f"{wall} on {threads}, batch {report.batch_size}")
+    if kept is not None:
+        console.print("retention = score / reference score; overall = mean of the task ratios")

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kdcompress.artifacts import ExportManifest, LatencyRow, ParityReport, ValidationReport
+from kdcompress.artifacts import (
+    ExportManifest,
+    LatencyRow,
+    ParityReport,
+    PredictedLatency,
+    ValidationReport,
+)
 from kdcompress.backends import LoadedModel, get_backend
 from kdcompress.backends.base import compare_latency
 from kdcompress.console import progress
@@ -55,44 +61,84 @@ def _model_limits(model_dir: Path) -> tuple[int, int]:
     return int(config["vocab_size"]), int(config.get("max_position_embeddings", 512))
 
 
+def _load_export(export_dir: Path, threads: int) -> tuple[ExportManifest, LoadedModel]:
+    from kdcompress.export import MANIFEST
+
+    if not (export_dir / MANIFEST).is_file():
+        raise ArtifactError(f"{export_dir}: not an export directory (no {MANIFEST})")
+    manifest = ExportManifest.load(export_dir / MANIFEST)
+    model = get_backend(manifest.backend).load(
+        model_path=export_dir / manifest.model_file, threads=threads
+    )
+    return manifest, model
+
+
 def validate_export(
     *,
     export_dir: Path,
+    teacher_export: Path | None = None,
+    profile: Path | None = None,
     seq_lens: tuple[int, ...] = DEFAULT_SEQ_LENS,
     batch_sizes: tuple[int, ...] = (1,),
     threads: int | None = None,
     runs: int = 30,
     rounds: int = 3,
 ) -> ValidationReport:
-    """Parity and side-by-side latency (PyTorch source vs export) of an export directory."""
-    from kdcompress.export import MANIFEST
+    """Parity with the PyTorch source and latency side by side, in one process.
 
-    if not (export_dir / MANIFEST).is_file():
-        raise ArtifactError(f"{export_dir}: not an export directory (no {MANIFEST})")
-    manifest = ExportManifest.load(export_dir / MANIFEST)
+    Measured together: the export, its PyTorch source and, with ``teacher_export``, the
+    teacher exported to the same backend (the speedup that matters). With ``profile``, the
+    latency the hardware profile predicted for the student is reported next to the measurement.
+    """
+    threads = threads or physical_cores()
+    manifest, exported = _load_export(export_dir, threads)
     source_dir = Path(manifest.source_model)
     if not (source_dir / "config.json").is_file():
-        raise ArtifactError(
-            f"{export_dir / MANIFEST}: its source model {source_dir} no longer exists"
-        )
-    threads = threads or physical_cores()
+        raise ArtifactError(f"{export_dir}: its source model {source_dir} no longer exists")
     vocab, max_positions = _model_limits(source_dir)
     # Position ids start after the padding index in RoBERTa-style models, so leave a margin.
     if max(seq_lens) > max_positions - 2:
         raise UsageError(
             f"sequence length {max(seq_lens)} exceeds the model's {max_positions - 2} positions"
         )
-    models = {
-        "pytorch": get_backend("torch").load(model_path=source_dir, threads=threads),
-        manifest.backend: get_backend(manifest.backend).load(
-            model_path=export_dir / manifest.model_file, threads=threads
-        ),
-    }
-    parity = check_parity(source_dir=source_dir, candidate=models[manifest.backend])
+    models = {"student": exported}
+    teacher_vocab = vocab
+    if teacher_export is not None:
+        teacher_manifest, models["teacher"] = _load_export(teacher_export, threads)
+        if teacher_manifest.backend != manifest.backend:
+            raise UsageError(
+                f"teacher export runs on {teacher_manifest.backend}, the student on "
+                f"{manifest.backend}: compare on the same runtime"
+            )
+        teacher_vocab = _model_limits(Path(teacher_manifest.source_model))[0]
+    models["student-pytorch"] = get_backend("torch").load(model_path=source_dir, threads=threads)
+    parity = check_parity(source_dir=source_dir, candidate=exported)
+    rows = _latency_rows(models, min(vocab, teacher_vocab), seq_lens, batch_sizes, runs, rounds)
+    report = ValidationReport(
+        export_dir=str(export_dir),
+        parity=parity,
+        latency=tuple(rows),
+        cpu=cpu_model(),
+        threads=threads,
+        teacher_export=str(teacher_export) if teacher_export else None,
+        predicted=_predicted(profile, source_dir, seq_lens, batch_sizes),
+    )
+    report.save(export_dir / REPORT)
+    return report
+
+
+def _latency_rows(
+    models: dict[str, LoadedModel],
+    vocab: int,
+    seq_lens: tuple[int, ...],
+    batch_sizes: tuple[int, ...],
+    runs: int,
+    rounds: int,
+) -> list[LatencyRow]:
     rows: list[LatencyRow] = []
     shapes = [(b, s) for b in batch_sizes for s in seq_lens]
     with progress() as bar:
-        task = bar.add_task("Measuring latency", total=len(shapes))
+        task = bar.add_task("Measuring latency side by side", total=len(shapes))
         for batch_size, seq_len in shapes:
             batch = synthetic_batch(vocab_size=vocab, batch=batch_size, seq_len=seq_len)
             for name, stats in compare_latency(models, batch, runs=runs, rounds=rounds).items():
@@ -100,6 +146,27 @@ def validate_export(
                     LatencyRow(name, models[name].backend.value, batch_size, seq_len, stats)
                 )
             bar.advance(task)
-    report = ValidationReport(str(export_dir), parity, tuple(rows), cpu_model(), threads)
-    report.save(export_dir / REPORT)
-    return report
+    return rows
+
+
+def _predicted(
+    profile: Path | None, source_dir: Path, seq_lens: tuple[int, ...], batch_sizes: tuple[int, ...]
+) -> tuple[PredictedLatency, ...]:
+    """What the hardware profile predicted for the student, where its grid covers the shape."""
+    if profile is None:
+        return ()
+    from kdcompress.profile.predictor import LatencyModel
+    from kdcompress.profile.runner import load_profile
+    from kdcompress.search.runner import teacher_arch
+
+    model = LatencyModel.from_profile(load_profile(profile))
+    arch = teacher_arch(source_dir)
+    predictions = []
+    for batch in batch_sizes:
+        for seq_len in seq_lens:
+            try:
+                ms = model.predict_ms(arch, seq_len=seq_len, batch=batch)
+            except ArtifactError:
+                continue  # shape outside the profiled grid
+            predictions.append(PredictedLatency(batch, seq_len, ms))
+    return tuple(predictions)

@@ -126,6 +126,7 @@ def test_profile_round_trip_and_resume(tmp_path: Path, monkeypatch: pytest.Monke
     assert len(profile.models) == len(archs)
     assert profile.blocks[:5] == partial.blocks
     assert not runner.partial_path(output).exists()
+    assert not output.with_name(output.name + ".work").exists()
     assert HardwareProfile.load(output) == profile
     assert profile.error is not None and profile.error.heldout_architectures == 2
     assert LatencyModel.from_profile(profile).predict_ms(archs[0][0], seq_len=8) > 0

@@ -15,40 +15,58 @@ from kdcompress.errors import ModelNotFoundError
 _HF_FILES = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model")
 
 
-class TorchModel(LoadedModel):
-    def __init__(self, *, path: Path, threads: int) -> None:
-        import torch
-        import transformers
-        from transformers import AutoModel
+class TorchModuleModel(LoadedModel):
+    """Any ``nn.Module`` taking named tensors (building blocks when profiling, or a model)."""
 
-        super().__init__(backend=BackendName.TORCH, path=path, threads=threads)
-        # Only last_hidden_state is used: warnings about an unused pooler are noise here.
-        transformers.logging.set_verbosity_error()
+    def __init__(
+        self, module: Any, *, input_names: tuple[str, ...], threads: int, path: Path | None = None
+    ) -> None:
+        import torch
+
+        super().__init__(backend=BackendName.TORCH, path=path or Path("<module>"), threads=threads)
         # torch's intra-op pool is per process: the thread count applies to everything torch
         # runs in this process from here on.
         torch.set_num_threads(threads)
         self._torch = torch
-        from kdcompress.assets import read_embedding_info
-
-        # Checkpoints without pooler weights (e5) would otherwise get a random, unused pooler.
-        pooler = read_embedding_info(path).add_pooling_layer
-        self._model: Any = AutoModel.from_pretrained(
-            path, dtype=torch.float32, add_pooling_layer=pooler
-        ).eval()
-        names = self._model.forward.__code__.co_varnames
-        self._inputs = tuple(
-            n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names
-        )
+        self._module = module.eval()
+        self._inputs = input_names
 
     @property
     def input_names(self) -> tuple[str, ...]:
         return self._inputs
 
+    def _forward(self, tensors: dict[str, Any]) -> Any:
+        return self._module(**tensors)
+
     def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         tensors = {k: self._torch.from_numpy(v) for k, v in inputs.items()}
         with self._torch.inference_mode():
-            output = self._model(**tensors).last_hidden_state
-        return output.numpy()
+            output: np.ndarray = self._forward(tensors).numpy()
+        return output
+
+
+class TorchModel(TorchModuleModel):
+    """A Hugging Face encoder folder, run in PyTorch eager mode."""
+
+    def __init__(self, *, path: Path, threads: int) -> None:
+        import torch
+        import transformers
+        from transformers import AutoModel
+
+        from kdcompress.assets import read_embedding_info
+
+        # Only last_hidden_state is used: warnings about an unused pooler are noise here.
+        transformers.logging.set_verbosity_error()
+        # Checkpoints without pooler weights (e5) would otherwise get a random, unused pooler;
+        # the argument is only passed when needed, as not every model class takes it.
+        extra = {} if read_embedding_info(path).add_pooling_layer else {"add_pooling_layer": False}
+        model = AutoModel.from_pretrained(path, dtype=torch.float32, **extra)
+        names = model.forward.__code__.co_varnames
+        inputs = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names)
+        super().__init__(model, input_names=inputs, threads=threads, path=path)
+
+    def _forward(self, tensors: dict[str, Any]) -> Any:
+        return self._module(**tensors).last_hidden_state
 
 
 class TorchBackend(Backend):
@@ -73,26 +91,3 @@ class TorchBackend(Backend):
                 f"{model_path}: not a Hugging Face model folder (no config.json)"
             )
         return TorchModel(path=folder, threads=threads)
-
-
-class TorchModuleModel(LoadedModel):
-    """Any ``nn.Module`` taking named tensors: used to time building blocks in PyTorch."""
-
-    def __init__(self, module: Any, *, input_names: tuple[str, ...], threads: int) -> None:
-        import torch
-
-        super().__init__(backend=BackendName.TORCH, path=Path("<module>"), threads=threads)
-        torch.set_num_threads(threads)
-        self._torch = torch
-        self._module = module.eval()
-        self._inputs = input_names
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return self._inputs
-
-    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        tensors = {k: self._torch.from_numpy(v) for k, v in inputs.items()}
-        with self._torch.inference_mode():
-            output = self._module(**tensors)
-        return output.numpy()

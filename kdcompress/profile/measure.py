@@ -157,20 +157,23 @@ def load_block(
         from kdcompress.backends.torch import TorchModuleModel
 
         return TorchModuleModel(module, input_names=input_names, threads=settings.threads)
-    example = _block_inputs(graph, settings, 8, 1)
     path = workdir / f"{graph.block}-{graph.hidden}-{graph.heads}-{graph.ffn}.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            tuple(torch.from_numpy(example[n]) for n in input_names),
-            str(path),
-            input_names=list(input_names),
-            output_names=["output"],
-            dynamic_axes={n: {0: "batch", 1: "sequence"} for n in input_names},
-            opset_version=17,
-            dynamo=False,
-        )
+    if not path.is_file():  # exported once, loaded afresh in every pass
+        example = _block_inputs(graph, settings, 8, 1)
+        partial = path.with_suffix(".partial")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                tuple(torch.from_numpy(example[n]) for n in input_names),
+                str(partial),
+                input_names=list(input_names),
+                output_names=["output"],
+                dynamic_axes={n: {0: "batch", 1: "sequence"} for n in input_names},
+                opset_version=17,
+                dynamo=False,
+            )
+        partial.rename(path)
     return backend.load(model_path=path, threads=settings.threads)
 
 
@@ -188,20 +191,24 @@ def measure(
 
 
 def measure_blocks(
-    backend: Backend, graph: BlockGraph, settings: ProfileSettings, done: set[str], round_: int
+    backend: Backend,
+    graph: BlockGraph,
+    settings: ProfileSettings,
+    done: set[str],
+    round_: int,
+    workdir: Path,
 ) -> Iterator[BlockTiming]:
     """Timings of ``graph`` in pass ``round_`` at every shape not already in ``done``."""
-    with tempfile.TemporaryDirectory(prefix="kdcompress-profile-") as workdir:
-        model = load_block(backend, graph, settings, Path(workdir))
-        for seq_len in settings.seq_lens:
-            for batch in settings.batch_sizes:
-                key = block_key(graph.block, graph.hidden, graph.heads, graph.ffn, seq_len, batch)
-                if f"{key}#{round_}" in done:
-                    continue
-                stats = measure(model, _block_inputs(graph, settings, seq_len, batch), settings)
-                yield BlockTiming(
-                    graph.block, graph.hidden, graph.heads, graph.ffn, seq_len, batch, stats, round_
-                )
+    model = load_block(backend, graph, settings, workdir)
+    for seq_len in settings.seq_lens:
+        for batch in settings.batch_sizes:
+            key = block_key(graph.block, graph.hidden, graph.heads, graph.ffn, seq_len, batch)
+            if f"{key}#{round_}" in done:
+                continue
+            stats = measure(model, _block_inputs(graph, settings, seq_len, batch), settings)
+            yield BlockTiming(
+                graph.block, graph.hidden, graph.heads, graph.ffn, seq_len, batch, stats, round_
+            )
 
 
 def model_keys(arch: StudentArch, settings: ProfileSettings, round_: int) -> list[str]:
@@ -212,6 +219,33 @@ def model_keys(arch: StudentArch, settings: ProfileSettings, round_: int) -> lis
     ]
 
 
+def exported_encoder(
+    backend: Backend, arch: StudentArch, settings: ProfileSettings, workdir: Path
+) -> Path:
+    """A random-init encoder of shape ``arch`` in the backend's format, exported once per
+    profile (``workdir`` keeps it across passes and across an interruption)."""
+    import torch
+    from transformers import BertModel
+
+    target = workdir / f"encoder-{arch.arch_id}"
+    if not target.is_dir():
+        with tempfile.TemporaryDirectory(prefix="encoder-", dir=workdir) as scratch:
+            source, exported = Path(scratch) / "hf", Path(scratch) / "exported"
+            torch.manual_seed(settings.seed)
+            config = _bert_config(
+                hidden=arch.hidden,
+                heads=arch.heads,
+                ffn=arch.ffn,
+                layers=arch.layers,
+                settings=settings,
+            )
+            BertModel(config, add_pooling_layer=False).save_pretrained(source)
+            artifact = backend.export(model_dir=source, output_dir=exported)
+            (exported / "artifact.txt").write_text(artifact.relative_to(exported).as_posix())
+            exported.rename(target)
+    return target / (target / "artifact.txt").read_text()
+
+
 def measure_model(
     backend: Backend,
     arch: StudentArch,
@@ -219,30 +253,15 @@ def measure_model(
     settings: ProfileSettings,
     done: set[str],
     round_: int,
+    workdir: Path,
 ) -> Iterator[ModelTiming]:
     """Timings of a random-init encoder of shape ``arch``, exported to the backend's format."""
-    import torch
-    from transformers import BertModel
-
-    with tempfile.TemporaryDirectory(prefix="kdcompress-profile-") as workdir:
-        source, exported = Path(workdir) / "hf", Path(workdir) / "exported"
-        torch.manual_seed(settings.seed)
-        config = _bert_config(
-            hidden=arch.hidden,
-            heads=arch.heads,
-            ffn=arch.ffn,
-            layers=arch.layers,
-            settings=settings,
-        )
-        BertModel(config, add_pooling_layer=False).save_pretrained(source)
-        model = backend.load(
-            model_path=backend.export(model_dir=source, output_dir=exported),
-            threads=settings.threads,
-        )
-        for seq_len in settings.seq_lens:
-            for batch in settings.batch_sizes:
-                if f"model/{arch.arch_id}/s{seq_len}/b{batch}#{round_}" in done:
-                    continue
-                inputs = synthetic_batch(vocab_size=settings.vocab, batch=batch, seq_len=seq_len)
-                stats = measure(model, inputs, settings)
-                yield ModelTiming(arch, seq_len, batch, role, stats, round_)
+    artifact = exported_encoder(backend, arch, settings, workdir)
+    model = backend.load(model_path=artifact, threads=settings.threads)
+    for seq_len in settings.seq_lens:
+        for batch in settings.batch_sizes:
+            if f"model/{arch.arch_id}/s{seq_len}/b{batch}#{round_}" in done:
+                continue
+            inputs = synthetic_batch(vocab_size=settings.vocab, batch=batch, seq_len=seq_len)
+            stats = measure(model, inputs, settings)
+            yield ModelTiming(arch, seq_len, batch, role, stats, round_)

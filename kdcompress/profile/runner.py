@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 import statistics
 from pathlib import Path
 
@@ -76,8 +77,10 @@ def make_settings(
         vocab=vocab,
         runs=20 if quick else 40,
         warmup=5 if quick else 10,
-        fit_architectures=fit_architectures or (12 if quick else 24),
-        heldout_architectures=heldout_architectures or (12 if quick else 24),
+        fit_architectures=(12 if quick else 24) if fit_architectures is None else fit_architectures,
+        heldout_architectures=(
+            (12 if quick else 24) if heldout_architectures is None else heldout_architectures
+        ),
         seed=seed,
         space=(space or SearchSpace()).validate(),
     )
@@ -122,6 +125,9 @@ def run_profile(
     backend = get_backend(settings.backend)
     partial_file = partial_path(output)
     state = _resume_state(partial_file, settings)
+    # Exported graphs are kept across passes (and an interruption) and removed at the end.
+    workdir = output.with_name(output.name + ".work")
+    workdir.mkdir(parents=True, exist_ok=True)
     blocks, models = list(state.blocks), list(state.models)
     graphs = block_graphs(settings.space)
     archs = choose_architectures(settings)
@@ -139,7 +145,7 @@ def run_profile(
                 if set(graph.keys(settings, round_)) <= done:
                     continue
                 bar.update(task, description=f"pass {round_ + 1}: {graph.block} h{graph.hidden}")
-                for timing in measure_blocks(backend, graph, settings, done, round_):
+                for timing in measure_blocks(backend, graph, settings, done, round_, workdir):
                     blocks.append(timing)
                     checkpoint()
                     bar.advance(task)
@@ -148,13 +154,16 @@ def run_profile(
                     continue
                 label = f"pass {round_ + 1}: encoder {arch.layers}L {arch.hidden}H ({role})"
                 bar.update(task, description=label)
-                for model_timing in measure_model(backend, arch, role, settings, done, round_):
+                for model_timing in measure_model(
+                    backend, arch, role, settings, done, round_, workdir
+                ):
                     models.append(model_timing)
                     checkpoint()
                     bar.advance(task)
     profile = _finish(settings, name, backend.version(), blocks, models)
     profile.save(output)
     partial_file.unlink(missing_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     return profile
 
 
@@ -218,3 +227,27 @@ def load_profile(path: Path, *, strict: bool = False) -> HardwareProfile:
             raise ArtifactError(message)
         warn(message + " (predicted latencies may not hold here)")
     return profile
+
+
+def find_matching_profile(folder: Path, settings: ProfileSettings) -> Path | None:
+    """A profile in ``folder`` measured on this machine, runtime version and thread count,
+    covering ``settings``' search space and sequence lengths; None if there is none."""
+    current = DeviceFingerprint.current()
+    version = get_backend(settings.backend).version()
+    for path in sorted(folder.glob("*.json")):
+        try:
+            profile = HardwareProfile.load(path)
+        except ArtifactError:
+            continue
+        theirs = profile.settings
+        if (
+            profile.fit is not None
+            and theirs.backend == settings.backend
+            and theirs.threads == settings.threads
+            and profile.backend_version == version
+            and not profile.fingerprint.differences(current)
+            and theirs.space == settings.space
+            and set(settings.seq_lens) <= set(theirs.seq_lens)
+        ):
+            return path
+    return None

@@ -17,7 +17,8 @@ from __future__ import annotations
 import io
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -169,7 +170,7 @@ class LstmController(Controller):
 
         last, best = self._context_for(episode)
         sequences = [[self._encode(last), self._encode(best), self._encode(c)] for c in candidates]
-        with torch.no_grad():
+        with torch.no_grad(), _one_thread():
             return self.net(torch.tensor(sequences, dtype=torch.float32)).tolist()
 
     def select(
@@ -201,11 +202,12 @@ class LstmController(Controller):
         x = torch.tensor(rows, dtype=torch.float32)
         y = torch.tensor(targets, dtype=torch.float32)
         self.net.train()
-        for _ in range(self.train_epochs):
-            self.optimizer.zero_grad()
-            loss = torch.nn.functional.mse_loss(self.net(x), y)
-            loss.backward()
-            self.optimizer.step()
+        with _one_thread():
+            for _ in range(self.train_epochs):
+                self.optimizer.zero_grad()
+                loss = torch.nn.functional.mse_loss(self.net(x), y)
+                loss.backward()
+                self.optimizer.step()
         self.net.eval()
 
     def state(self) -> dict[str, Any]:
@@ -221,6 +223,20 @@ class LstmController(Controller):
         blob = torch.load(io.BytesIO(bytes.fromhex(state["torch"])), weights_only=True)
         self.net.load_state_dict(blob["net"])
         self.optimizer.load_state_dict(blob["optimizer"])
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the tiny predictor on one thread: more only add synchronisation, and on a busy
+    machine spinning threads make it many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _RewardPredictor() -> Any:

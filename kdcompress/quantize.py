@@ -1,0 +1,644 @@
+"""int8 quantization of an fp32 export: settings per CPU, fallbacks on lost parity, speed check.
+
+One flow for both runtimes; the library calls live in the backend modules
+(:func:`kdcompress.backends.onnxruntime.quantize_onnx`,
+:func:`kdcompress.backends.openvino.quantize_openvino`):
+
+1. **settings from the CPU** -- :func:`cpu_preset` reads the ISA flags. Without VNNI, the int8
+   kernels multiply uint8 activations by int8 weights with ``VPMADDUBSW``, which adds two
+   products into a *saturating* int16: 255 * 127 * 2 = 64,770 > 32,767, so large activations
+   meeting large weights are silently clipped. 7-bit weights (ONNX Runtime's ``reduce_range``,
+   NNCF's overflow fix) keep the sum below 255 * 63 * 2 = 32,130 and cannot saturate. VNNI's
+   ``VPDPBUSD`` accumulates in int32 and needs no such trick.
+2. **plans, most aggressive first** -- :func:`plans_for`: static falls back to static with the
+   embeddings and the first and last encoder layers in fp32, then to dynamic (weight-only on
+   OpenVINO), then to dynamic with those parts in fp32. Each plan is run, loaded and compared
+   with PyTorch; the first whose minimum pooled-embedding cosine reaches ``min_int8_cosine`` is
+   kept. Every attempt and the reason for a fallback are recorded in ``export.json``.
+3. **speed check** -- fp32 and int8 timed side by side on the same runtime (batch 1, seq 128 or
+   the model's maximum): on CPUs without VNNI int8 can be *slower* than fp32 (OpenVINO on AVX2),
+   and the user is told so loudly rather than shipped a slower model unknowingly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.markup import escape
+
+from kdcompress.artifacts import (
+    Int8Attempt,
+    Int8Settings,
+    Int8SpeedCheck,
+    ParityReport,
+    QuantizationReport,
+)
+from kdcompress.backends import Backend, LoadedModel
+from kdcompress.console import console, info, status, warn
+from kdcompress.errors import ArtifactError, KDCompressError, UsageError
+from kdcompress.hardware import isa_flags
+
+DEFAULT_CALIBRATION_SIZE = 128
+DEFAULT_MIN_INT8_COSINE = 0.98
+SPEED_CHECK_SEQ_LEN = 128
+CALIBRATION_MAX_LENGTH = 128
+_WORK_DIR = ".int8-work"
+
+# Static ONNX int8 with the attention *unfused*: the QDQ quantizer has no rule for ORT's fused
+# Attention op, so fusing it would leave the Q/K/V projections (a quarter of an encoder
+# layer's matrix work) in fp32.
+STATIC_FUSES_ATTENTION = False
+
+
+class Quantization(StrEnum):
+    NONE = "none"
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+
+
+class Int8ParityError(KDCompressError):
+    """Every int8 plan, fallbacks included, lost too much parity: nothing was written."""
+
+    exit_code = 4
+
+
+def parse_quantization(name: str) -> Quantization:
+    try:
+        return Quantization(name.lower())
+    except ValueError:
+        choices = ", ".join(q.value for q in Quantization)
+        raise UsageError(f"unknown quantization '{name}' (choose one of: {choices})") from None
+
+
+# ----------------------------------------------------------------------------- CPU presets
+
+
+@dataclass(frozen=True)
+class CpuPreset:
+    """int8 settings that depend on the CPU's instruction set."""
+
+    name: str
+    isa: tuple[str, ...]
+    vnni: bool  # int8 dot products accumulate in int32: no saturation, full 8-bit weights
+
+    @property
+    def reduce_range(self) -> bool:
+        """7-bit weights, against the saturation of non-VNNI uint8 x int8 kernels."""
+        return not self.vnni
+
+
+def avx2(isa: Sequence[str] = ("avx2",)) -> CpuPreset:
+    return CpuPreset("avx2", tuple(isa), vnni=False)
+
+
+def avx512(isa: Sequence[str] = ("avx2", "avx512f")) -> CpuPreset:
+    return CpuPreset("avx512", tuple(isa), vnni=False)
+
+
+def avx512_vnni(isa: Sequence[str] = ("avx2", "avx512f", "avx512_vnni")) -> CpuPreset:
+    return CpuPreset("avx512-vnni", tuple(isa), vnni=True)
+
+
+def avx_vnni(isa: Sequence[str] = ("avx2", "avx_vnni")) -> CpuPreset:
+    return CpuPreset("avx-vnni", tuple(isa), vnni=True)
+
+
+def cpu_preset(flags: Sequence[str] | None = None) -> CpuPreset:
+    """The preset for this CPU (or for ``flags``, as :func:`kdcompress.hardware.isa_flags`)."""
+    isa = tuple(isa_flags() if flags is None else flags)
+    if "avx512_vnni" in isa:
+        return avx512_vnni(isa)
+    if "avx_vnni" in isa:
+        return avx_vnni(isa)
+    if "avx512f" in isa:
+        return avx512(isa)
+    return avx2(isa)
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class Int8Plan:
+    """One way to quantize: the mode, and whether the most sensitive parts stay fp32."""
+
+    mode: Quantization
+    keep_edges: bool = False  # embeddings and the first and last encoder layers stay fp32
+
+    def describe(self) -> str:
+        return f"{self.mode}" + (" (embeddings, first and last layer in fp32)" * self.keep_edges)
+
+
+def plans_for(mode: Quantization) -> tuple[Int8Plan, ...]:
+    """The plans tried for ``mode``, from the most to the least aggressive."""
+    dynamic = (Int8Plan(Quantization.DYNAMIC), Int8Plan(Quantization.DYNAMIC, keep_edges=True))
+    if mode is Quantization.STATIC:
+        return (Int8Plan(mode), Int8Plan(mode, keep_edges=True), *dynamic)
+    if mode is Quantization.DYNAMIC:
+        return dynamic
+    raise ValueError(f"no int8 plans for quantization '{mode}'")
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """What the user asked for; everything else is chosen from the CPU and the model."""
+
+    mode: Quantization
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
+    calibration_languages: tuple[str, ...] = ()  # corpus languages; () = all of them
+    per_channel: bool = True
+    min_int8_cosine: float = DEFAULT_MIN_INT8_COSINE
+    seed: int = 0
+    speed_check: bool = True
+    speed_runs: int = 30
+    speed_rounds: int = 3
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration sentences (text prefix applied) and the tokenizer to encode them."""
+
+    texts: tuple[str, ...]
+    tokenizer: Any
+    max_length: int
+
+    def batches(self, model: LoadedModel) -> list[dict[str, np.ndarray]]:
+        """One sentence per batch, unpadded: padding would widen the calibrated ranges."""
+        from kdcompress.encoding import tokenize
+
+        return [
+            model.prepare(tokenize(self.tokenizer, [text], max_length=self.max_length))
+            for text in self.texts
+        ]
+
+
+def load_calibration(model_dir: Path, options: QuantizeOptions) -> Calibration:
+    """Sentences of the corpus' train split, prefixed like the model expects, and the tokenizer.
+
+    Called before exporting, so a missing corpus or tokenizer fails in seconds, not minutes.
+    """
+    from kdcompress import corpus
+    from kdcompress.assets import read_embedding_info
+    from kdcompress.encoding import load_tokenizer
+
+    if options.calibration_size < 1:
+        raise UsageError("--calibration-size must be at least 1")
+    try:
+        tokenizer = load_tokenizer(model_dir)
+    except Exception as exc:  # transformers raises OSError, ValueError, TypeError...
+        raise UsageError(
+            f"static quantization needs the model's tokenizer, and {model_dir} has none that "
+            f"loads ({_first_line(exc)})"
+        ) from exc
+    languages = options.calibration_languages or tuple(corpus.LANGUAGES)
+    try:
+        sentences = list(
+            corpus.iter_sentences(
+                "train", languages, seed=options.seed, limit=options.calibration_size
+            )
+        )
+    except KDCompressError as exc:
+        raise UsageError(
+            f"static quantization needs calibration text from the Bible corpus: {exc}"
+        ) from exc
+    if not sentences:
+        raise UsageError("static quantization needs calibration text: the corpus yielded none")
+    prefix = read_embedding_info(model_dir).text_prefix
+    max_length = min(CALIBRATION_MAX_LENGTH, _max_seq_len(model_dir))
+    return Calibration(tuple(prefix + s for s in sentences), tokenizer, max_length)
+
+
+# ----------------------------------------------------------------------------- runtimes
+
+
+class _Int8Runtime(ABC):
+    """What the generic flow needs from a runtime: its files, exclusions, settings, the call."""
+
+    int8_name: str
+
+    def __init__(
+        self, *, fp32_file: Path, model_dir: Path, work: Path, preset: CpuPreset, per_channel: bool
+    ) -> None:
+        self.fp32_file = fp32_file
+        self.model_dir = model_dir
+        self.work = work
+        self.preset = preset
+        self.per_channel = per_channel
+
+    @abstractmethod
+    def exclusions(self, plan: Int8Plan, layers: set[int]) -> tuple[list[str], set[str]]:
+        """Names of the operations of ``layers`` (and the embeddings) to keep fp32; parts found."""
+
+    @abstractmethod
+    def settings(self, plan: Int8Plan, calibrated: int) -> Int8Settings:
+        """The settings ``plan`` runs with on this CPU (before keep_fp32 is known)."""
+
+    @abstractmethod
+    def quantize(
+        self,
+        plan: Int8Plan,
+        target: Path,
+        calibration: Sequence[Mapping[str, np.ndarray]],
+        exclude: Sequence[str],
+    ) -> None:
+        """Write the int8 model for ``plan`` to ``target``."""
+
+    def move(self, source: Path, output_dir: Path) -> Path:
+        target = output_dir / self.int8_name
+        source.replace(target)
+        return target
+
+
+class _OnnxRuntimeInt8(_Int8Runtime):
+    int8_name = "model_int8.onnx"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._prepared: dict[bool, tuple[Path, str]] = {}
+
+    def prepared(self, plan: Int8Plan) -> tuple[Path, str]:
+        """The fused, pre-processed fp32 graph for ``plan`` and the fusions found (cached)."""
+        from kdcompress.backends.onnxruntime import fuse_transformer, preprocess_for_quantization
+
+        fuse_attention = plan.mode is Quantization.DYNAMIC or STATIC_FUSES_ATTENTION
+        if fuse_attention not in self._prepared:
+            tag = "attention" if fuse_attention else "no-attention"
+            fused = self.work / f"fused-{tag}.onnx"
+            fusion = fuse_transformer(
+                source=self.fp32_file,
+                target=fused,
+                model_dir=self.model_dir,
+                fuse_attention=fuse_attention,
+            )
+            if fusion.startswith("none"):
+                info(f"[yellow]No graph fusion[/] before int8: {fusion[len('none: ') :]}")
+            ready = self.work / f"prepared-{tag}.onnx"
+            preprocess_for_quantization(source=fused, target=ready)
+            fused.unlink()
+            if not fuse_attention:
+                fusion += " (attention left unfused so its projections are quantized)"
+            self._prepared[fuse_attention] = (ready, fusion)
+        return self._prepared[fuse_attention]
+
+    def exclusions(self, plan: Int8Plan, layers: set[int]) -> tuple[list[str], set[str]]:
+        from kdcompress.backends.onnxruntime import load_onnx_graph, nodes_to_keep_fp32
+
+        graph = load_onnx_graph(self.prepared(plan)[0])
+        return nodes_to_keep_fp32(graph, layers=layers, embeddings=True)
+
+    def settings(self, plan: Int8Plan, calibrated: int) -> Int8Settings:
+        static = plan.mode is Quantization.STATIC
+        return Int8Settings(
+            mode=plan.mode.value,
+            method="onnxruntime.quantize_static" if static else "onnxruntime.quantize_dynamic",
+            preset=self.preset.name,
+            quant_format="QDQ" if static else "QOperator",
+            weight_type="int8",
+            activation_type="uint8, calibrated" if static else "uint8, per batch at run time",
+            per_channel=self.per_channel,
+            weight_range="7-bit (reduce_range)" if self.preset.reduce_range else "8-bit",
+            graph_fusion=self.prepared(plan)[1],
+            calibration_sentences=calibrated if static else 0,
+            calibration_method="MinMax" if static else "",
+        )
+
+    def quantize(
+        self,
+        plan: Int8Plan,
+        target: Path,
+        calibration: Sequence[Mapping[str, np.ndarray]],
+        exclude: Sequence[str],
+    ) -> None:
+        from kdcompress.backends.onnxruntime import quantize_onnx
+
+        quantize_onnx(
+            source=self.prepared(plan)[0],
+            target=target,
+            static=plan.mode is Quantization.STATIC,
+            per_channel=self.per_channel,
+            reduce_range=self.preset.reduce_range,
+            calibration=calibration,
+            exclude=exclude,
+        )
+
+
+class _OpenVinoInt8(_Int8Runtime):
+    int8_name = "openvino_model_int8.xml"
+
+    def exclusions(self, plan: Int8Plan, layers: set[int]) -> tuple[list[str], set[str]]:
+        from kdcompress.backends.openvino import ops_to_keep_fp32, read_openvino_model
+
+        model = read_openvino_model(self.fp32_file)
+        return ops_to_keep_fp32(model, layers=layers, embeddings=True)
+
+    @property
+    def overflow_fix(self) -> str:
+        # NNCF's recommendation for non-VNNI CPUs: 7-bit weights in the first layer only.
+        return "first_layer_only" if self.preset.reduce_range else "disable"
+
+    def settings(self, plan: Int8Plan, calibrated: int) -> Int8Settings:
+        static = plan.mode is Quantization.STATIC
+        weight_range = "8-bit"  # weight-only int8 computes in fp32: nothing can saturate
+        if static and self.preset.reduce_range:
+            weight_range = "7-bit in the first layer (NNCF overflow fix), 8-bit elsewhere"
+        return Int8Settings(
+            mode=plan.mode.value,
+            method="nncf.quantize (transformer, mixed preset)"
+            if static
+            else "nncf.compress_weights",
+            preset=self.preset.name,
+            quant_format="OpenVINO IR",
+            weight_type="int8 symmetric" if static else "int8 asymmetric (INT8_ASYM)",
+            activation_type="uint8, calibrated" if static else "fp32 (weight-only)",
+            per_channel=True,
+            weight_range=weight_range,
+            graph_fusion="by the OpenVINO CPU plugin when the model is compiled",
+            calibration_sentences=calibrated if static else 0,
+            calibration_method="NNCF statistics (SmoothQuant, fast bias correction)"
+            if static
+            else "",
+        )
+
+    def quantize(
+        self,
+        plan: Int8Plan,
+        target: Path,
+        calibration: Sequence[Mapping[str, np.ndarray]],
+        exclude: Sequence[str],
+    ) -> None:
+        from kdcompress.backends.openvino import quantize_openvino
+
+        quantize_openvino(
+            source=self.fp32_file,
+            target=target,
+            static=plan.mode is Quantization.STATIC,
+            calibration=calibration,
+            exclude=exclude,
+            overflow_fix=self.overflow_fix,
+        )
+
+    def move(self, source: Path, output_dir: Path) -> Path:
+        target = output_dir / self.int8_name
+        source.with_suffix(".bin").replace(target.with_suffix(".bin"))
+        source.replace(target)
+        return target
+
+
+# ----------------------------------------------------------------------------- the flow
+
+
+@dataclass(frozen=True)
+class Int8Result:
+    model_file: Path  # the deployable int8 model, inside the export directory
+    parity: ParityReport
+    report: QuantizationReport
+
+
+def quantize_export(
+    *,
+    backend: Backend,
+    model_dir: Path,
+    fp32_file: Path,
+    output_dir: Path,
+    options: QuantizeOptions,
+    calibration: Calibration | None,
+    threads: int,
+) -> Int8Result:
+    """int8 version of the fp32 export ``fp32_file``, written next to it in ``output_dir``.
+
+    Raises :class:`Int8ParityError` when no plan reaches ``options.min_int8_cosine``.
+    """
+    from kdcompress.backends import BackendName
+
+    preset = cpu_preset()
+    work = output_dir / _WORK_DIR
+    work.mkdir(exist_ok=True)
+    runtime_cls = _OnnxRuntimeInt8 if backend.name is BackendName.ONNXRUNTIME else _OpenVinoInt8
+    runtime = runtime_cls(
+        fp32_file=fp32_file,
+        model_dir=model_dir,
+        work=work,
+        preset=preset,
+        per_channel=options.per_channel,
+    )
+    try:
+        fp32 = backend.load(model_path=fp32_file, threads=threads)
+        batches = calibration.batches(fp32) if calibration is not None else []
+        accepted, attempts = _try_plans(runtime, backend, model_dir, batches, options, threads)
+        model_file = runtime.move(accepted, output_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    chosen = next(a for a in attempts if a.accepted)
+    assert chosen.parity is not None
+    report = QuantizationReport(
+        requested=options.mode.value,
+        settings=chosen.settings,
+        attempts=tuple(attempts),
+        isa=preset.isa,
+        fp32_bytes=_model_bytes(fp32_file),
+        int8_bytes=_model_bytes(model_file),
+        fallback=_fallback_reason(attempts),
+    )
+    if report.fallback:
+        warn(f"int8 fallback: {escape(report.fallback)}")
+    if options.speed_check:
+        int8 = backend.load(model_path=model_file, threads=threads)
+        report = replace(report, speed=speed_check(fp32, int8, model_dir, options))
+        _warn_if_not_faster(report.speed, backend.name.value, fp32_file.name)
+    return Int8Result(model_file=model_file, parity=chosen.parity, report=report)
+
+
+def _try_plans(
+    runtime: _Int8Runtime,
+    backend: Backend,
+    model_dir: Path,
+    batches: Sequence[Mapping[str, np.ndarray]],
+    options: QuantizeOptions,
+    threads: int,
+) -> tuple[Path, list[Int8Attempt]]:
+    """Run the plans in order until one keeps parity; the accepted file and every attempt."""
+    from kdcompress.validate import check_parity
+
+    layers = _num_layers(model_dir)
+    edges = {0, layers - 1}
+    attempts: list[Int8Attempt] = []
+    for index, plan in enumerate(plans_for(options.mode)):
+        label = f"int8 {plan.describe()}"
+        with status(f"Quantizing to {label}"):
+            settings = runtime.settings(plan, len(batches))
+            exclude: list[str] = []
+            if plan.keep_edges:
+                exclude, found = runtime.exclusions(plan, edges)
+                settings = replace(settings, keep_fp32=tuple(sorted(found)))
+                skip = _skip_reason(layers, found)
+                if skip:
+                    attempts.append(Int8Attempt(settings, None, False, f"skipped: {skip}"))
+                    continue
+            target = runtime.work / f"attempt{index}-{runtime.int8_name}"
+            try:
+                runtime.quantize(plan, target, batches, exclude)
+                candidate = backend.load(model_path=target, threads=threads)
+            except KDCompressError as exc:
+                if not (isinstance(exc, ArtifactError) and target.exists()):
+                    raise  # a bad input, not this plan's fault
+                note = f"failed: {exc}"
+            except Exception as exc:  # a quantizer that cannot handle this graph: try the next
+                note = f"failed: {type(exc).__name__}: {_first_line(exc)}"
+            else:
+                note = ""
+        if note:
+            attempts.append(Int8Attempt(settings, None, False, note))
+            warn(f"{label} ({settings.method}) {escape(note)}")
+            continue
+        with status("Checking int8 parity against PyTorch"):
+            parity = check_parity(
+                source_dir=model_dir, candidate=candidate, min_cosine=options.min_int8_cosine
+            )
+        attempts.append(Int8Attempt(settings, parity, parity.passed))
+        verdict = "[green]kept[/]" if parity.passed else "[yellow]rejected[/]"
+        info(
+            f"{label} ({settings.method}): min cosine {parity.min_cosine:.4f} vs PyTorch "
+            f"(gate {options.min_int8_cosine}) -> {verdict}"
+        )
+        if parity.passed:
+            return target, attempts
+    raise Int8ParityError(_no_plan_message(attempts, options.min_int8_cosine))
+
+
+def _skip_reason(layers: int, found: set[str]) -> str:
+    if layers <= 2:
+        return f"the model has {layers} layer(s): keeping the first and last in fp32 leaves none"
+    if not any(part.startswith("layer") for part in found):
+        return "no encoder layer names recognised in the graph"
+    return ""
+
+
+def _no_plan_message(attempts: Sequence[Int8Attempt], gate: float) -> str:
+    tried = "; ".join(_attempt_summary(a) for a in attempts)
+    return (
+        f"int8 lost too much parity (--min-int8-cosine {gate}) even after falling back: "
+        f"{tried}; nothing was written"
+    )
+
+
+def _attempt_summary(attempt: Int8Attempt) -> str:
+    what = attempt.settings.mode + (" keeping fp32 edges" if attempt.settings.keep_fp32 else "")
+    if attempt.parity is None:
+        return f"{what} {attempt.note}"
+    return f"{what} min cosine {attempt.parity.min_cosine:.4f}"
+
+
+def _fallback_reason(attempts: Sequence[Int8Attempt]) -> str | None:
+    rejected = [a for a in attempts if not a.accepted]
+    if not rejected:
+        return None
+    chosen = next(a for a in attempts if a.accepted)
+    gate = chosen.parity.min_cosine_required if chosen.parity else 0.0
+    why = "; ".join(_attempt_summary(a) for a in rejected)
+    return f"{why} (gate {gate}); deployed {_attempt_summary(chosen)}"
+
+
+def speed_check(
+    fp32: LoadedModel, int8: LoadedModel, model_dir: Path, options: QuantizeOptions
+) -> Int8SpeedCheck:
+    """fp32 and int8 timed in turns on the same synthetic full-length batch."""
+    from kdcompress.backends.base import compare_latency
+    from kdcompress.encoding import synthetic_batch
+
+    config = json.loads((model_dir / "config.json").read_text())
+    seq_len = min(SPEED_CHECK_SEQ_LEN, _max_seq_len(model_dir))
+    batch = synthetic_batch(vocab_size=int(config["vocab_size"]), batch=1, seq_len=seq_len)
+    with status(f"Timing fp32 vs int8 side by side (batch 1, seq {seq_len})"):
+        stats = compare_latency(
+            {"fp32": fp32, "int8": int8},
+            batch,
+            runs=options.speed_runs,
+            rounds=options.speed_rounds,
+        )
+    return Int8SpeedCheck(batch=1, seq_len=seq_len, fp32=stats["fp32"], int8=stats["int8"])
+
+
+def _warn_if_not_faster(speed: Int8SpeedCheck | None, runtime: str, fp32_name: str) -> None:
+    if speed is None:
+        return
+    line = (
+        f"fp32 {speed.fp32.p50_ms:.2f} ms, int8 {speed.int8.p50_ms:.2f} ms p50 at batch "
+        f"{speed.batch}, seq {speed.seq_len} ({speed.speedup:.2f}x)"
+    )
+    if speed.fp32.disturbed or speed.int8.disturbed:
+        line += "; other processes used the CPU while timing, so re-check with `validate`"
+    if speed.speedup <= 1.0:
+        warn(
+            f"[bold red]int8 is NOT faster than fp32 on this CPU with {runtime}[/]: {line}. "
+            f"Deploy {fp32_name} instead, or try another runtime."
+        )
+    else:
+        info(f"[green]int8 is {speed.speedup:.2f}x faster[/] than fp32 with {runtime}: {line}")
+
+
+def show_int8(report: QuantizationReport, fp32_parity: ParityReport | None) -> None:
+    """The attempts with their parity, then size and speed, through the one console."""
+    from rich.table import Table
+
+    table = Table(title=f"int8 ({report.requested}) vs PyTorch, pooled-embedding cosine")
+    for column in ("model", "min cosine", "mean cosine", "max |diff|", "verdict"):
+        table.add_column(column, justify="right")
+    if fp32_parity is not None:
+        table.add_row("fp32", *_parity_cells(fp32_parity, "pass" if fp32_parity.passed else ""))
+    for attempt in report.attempts:
+        name = attempt.settings.mode + (" (fp32 edges)" if attempt.settings.keep_fp32 else "")
+        if attempt.parity is None:
+            table.add_row(f"int8 {name}", "", "", "", escape(attempt.note))
+        else:
+            verdict = "[green]deployed[/]" if attempt.accepted else "[yellow]rejected[/]"
+            table.add_row(f"int8 {name}", *_parity_cells(attempt.parity, verdict))
+    console.print(table)
+    settings = report.settings
+    console.print(
+        f"int8: {settings.method}, {settings.quant_format}, weights {settings.weight_type} "
+        f"{settings.weight_range}, activations {settings.activation_type}, preset "
+        f"{settings.preset}; {_size(report.fp32_bytes)} fp32 -> {_size(report.int8_bytes)} int8"
+    )
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"
+
+
+def _parity_cells(parity: ParityReport, verdict: str) -> tuple[str, str, str, str]:
+    return (
+        f"{parity.min_cosine:.5f}",
+        f"{parity.mean_cosine:.5f}",
+        f"{parity.max_abs_diff:.2e}",
+        verdict,
+    )
+
+
+def _max_seq_len(model_dir: Path) -> int:
+    config = json.loads((model_dir / "config.json").read_text())
+    # Position ids of RoBERTa-style models start after the padding index: leave a margin.
+    return int(config.get("max_position_embeddings", 512)) - 2
+
+
+def _num_layers(model_dir: Path) -> int:
+    config = json.loads((model_dir / "config.json").read_text())
+    return int(config.get("num_hidden_layers") or config.get("n_layers") or 0)
+
+
+def _model_bytes(model_file: Path) -> int:
+    """Size of a model file and its weights file (OpenVINO's .bin, ONNX external data)."""
+    files = [model_file, model_file.with_suffix(".bin"), Path(f"{model_file}_data")]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,112 @@
+"""``kdcompress run`` on a tiny teacher: every stage runs once, then resumes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_profile import tiny_settings
+
+from kdcompress import pipeline
+from kdcompress.artifacts import StudentArch
+from kdcompress.errors import UsageError
+from kdcompress.profile.runner import run_profile
+from kdcompress.search import runner as search_runner
+from kdcompress.search.space import SearchSpace
+
+TINY_ARCH = StudentArch(1, 32, 4, 64)
+
+
+def fake_sentences(split: str, languages: object, *, seed: int, limit: int | None) -> Iterator[str]:
+    words = ["hello", "world", "bonjour", "monde", "the", "small", "student", "model"]
+    for i in range(limit or 64):
+        yield " ".join(words[(i + j) % len(words)] for j in range(3 + i % 5))
+
+
+@pytest.fixture
+def prepared_run(tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run directory whose profile and search are done (tiny space), so the test is fast."""
+    monkeypatch.setattr("kdcompress.corpus.iter_sentences", fake_sentences)
+    monkeypatch.setitem(
+        pipeline.PLANS,
+        pipeline.Budget.QUICK,
+        dataclasses.replace(
+            pipeline.PLANS[pipeline.Budget.QUICK], distill_sentences=64, distill_steps=4
+        ),
+    )
+    space = SearchSpace(
+        layers=(1, 2), hidden=(16, 32), heads=(2, 4), ffn_ratio=(2,), min_head_size=8
+    )
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    run_profile(
+        settings=tiny_settings(
+            space=space, fit_architectures=4, heldout_architectures=1, seq_lens=(8, 16)
+        ),
+        name="tiny",
+        output=run_dir / "profile.json",
+    )
+    candidate = search_runner.Candidate(0, TINY_ARCH, TINY_ARCH.arch_id, 0.1, 0.5, 0.5, 1.0)
+    result = search_runner.SearchResult(
+        settings=search_runner.SearchSettings(
+            teacher=str(tiny_xlmr),
+            target=str(run_dir / "profile.json"),
+            episodes=1,
+            candidates=1,
+            pool=1,
+            seed=0,
+            seq_len=8,
+            controller="random",
+            reward=search_runner.RewardSettings(),
+            proxy=search_runner.ProxySettings(),
+            space=space,
+        ),
+        teacher_arch=StudentArch(2, 32, 4, 64),
+        teacher_latency_ms=1.0,
+        ranked=(candidate,),
+        pareto=(candidate,),
+        recommendations=(search_runner.Recommendation("7x", 0.2, TINY_ARCH, 0.1, 0.5, 10.0),),
+        wall_s=1.0,
+    )
+    (run_dir / "search").mkdir()
+    result.save(run_dir / "search" / search_runner.RESULT_FILE)
+    return run_dir
+
+
+def test_run_continues_from_finished_stages_then_resumes(
+    prepared_run: Path, tiny_xlmr: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kwargs = {
+        "teacher": str(tiny_xlmr),
+        "backend": "onnxruntime",
+        "output": prepared_run,
+        "threads": 1,
+        "seq_lens": (8, 16),
+    }
+    report = pipeline.run_pipeline(**kwargs)  # type: ignore[arg-type]
+    assert (prepared_run / "student" / "distill.json").is_file()
+    assert report.teacher_export is not None
+    assert report.speedup(1, 16) is not None and report.speedup(1, 16) > 0
+    assert {r.model for r in report.latency} == {"student", "student-pytorch", "teacher"}
+    assert [p.seq_len for p in report.predicted] == [8, 16]
+    page = (prepared_run / "report.html").read_text()
+    assert "data:image/png;base64," in page and "<table>" in page and "Distillation" in page
+    assert "| student |" in (prepared_run / "report.md").read_text()
+
+    def fail(*_: object, **__: object) -> None:
+        raise AssertionError("a finished stage ran again")
+
+    for name in ("run_profile", "export_model", "validate_export"):
+        monkeypatch.setattr(pipeline, name, fail, raising=False)
+    monkeypatch.setattr("kdcompress.search.runner.run_search", fail)
+    monkeypatch.setattr("kdcompress.distill.run_distill", fail)
+    assert pipeline.run_pipeline(**kwargs) == report  # type: ignore[arg-type]
+
+
+def test_unknown_budget_and_torch_backend_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="unknown budget"):
+        pipeline.run_pipeline(teacher="x", backend="onnxruntime", output=tmp_path, budget="huge")
+    with pytest.raises(UsageError, match="needs no export"):
+        pipeline.run_pipeline(teacher="x", backend="torch", output=tmp_path)
