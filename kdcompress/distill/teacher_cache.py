@@ -161,14 +161,13 @@ class TeacherCache:
         ``shard=(i, k)``: this is process ``i`` of ``k`` sharing ``cache_path`` (torch.distributed
         must be initialised when ``k > 1``); each runs a ``1/k`` share of the teacher pass.
         """
-        from transformers import AutoTokenizer
-
         from kdcompress.assets import read_embedding_info
+        from kdcompress.encoding import load_tokenizer
 
         teacher_dir, cache_path = Path(teacher_dir), Path(cache_path)
         info = read_embedding_info(teacher_dir)
         prefix = info.text_prefix if text_prefix is None else text_prefix
-        tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+        tokenizer = load_tokenizer(teacher_dir)
         texts = [prefix + s for s in sentences]
         ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         meta = _new_meta(

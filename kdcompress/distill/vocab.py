@@ -241,15 +241,11 @@ def check_trimmed_tokenizer(
     src_dir: Path, dst_dir: Path, trim: VocabTrim, texts: Sequence[str], *, max_length: int
 ) -> None:
     """Fail loudly unless the trimmed tokenizer gives the renumbered ids of the original."""
-    from transformers import AutoTokenizer
+    from kdcompress.encoding import load_tokenizer
 
     table = trim.old_to_new()
-    before = AutoTokenizer.from_pretrained(src_dir)(
-        list(texts), truncation=True, max_length=max_length
-    )
-    after = AutoTokenizer.from_pretrained(dst_dir)(
-        list(texts), truncation=True, max_length=max_length
-    )
+    before = load_tokenizer(src_dir)(list(texts), truncation=True, max_length=max_length)
+    after = load_tokenizer(dst_dir)(list(texts), truncation=True, max_length=max_length)
     for text, old, new in zip(texts, before["input_ids"], after["input_ids"], strict=True):
         expected = [int(table[i]) for i in old]
         if -1 not in expected and expected != list(new):
@@ -294,9 +290,11 @@ def trim_model_folder(
     ``texts`` should carry the model's text prefix (e.g. ``"query: "``) if it has one. Other
     files (``kdcompress_model.json``, licences) are copied unchanged.
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
-    tokenizer = AutoTokenizer.from_pretrained(src_dir)
+    from kdcompress.encoding import load_tokenizer
+
+    tokenizer = load_tokenizer(src_dir)
     model = AutoModel.from_pretrained(src_dir)
     vocab = int(model.get_input_embeddings().weight.shape[0])
     before = (vocab, int(sum(p.numel() for p in model.parameters())), weight_bytes(model))
