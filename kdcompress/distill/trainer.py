@@ -901,7 +901,7 @@ def run_distill(
     epochs: float | None = None,
     sentences: int | None = None,
     corpus_file: Path | None = None,
-    languages: Sequence[str] = (),
+    languages: Sequence[str] = (),  # Bible languages; empty: all of them
     batch_size: int = 32,
     lr: float = 1e-4,
     max_length: int = 64,
@@ -935,6 +935,8 @@ def run_distill(
         config = AutoConfig.from_pretrained(teacher_dir)
         validate_arch(arch, teacher_config=config, init=init)
         limit = _plan_size(steps, epochs, sentences, batch_size)
+        if corpus_file is None and not languages:
+            languages = parse_languages("all")
         texts = _training_text(corpus_file, languages, seed, limit)
         if len(texts) < env.world:
             raise UsageError(f"only {len(texts)} training sentences for {env.world} processes")
