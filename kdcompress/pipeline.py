@@ -9,6 +9,8 @@ search and distillation resume inside the stage from their own checkpoints).
     RUN_DIR/student/                the distilled student (HF folder + distill.json)
     RUN_DIR/export-FORMAT/          the student exported (export.json, validation.json)
     RUN_DIR/teacher-export-FORMAT/  the teacher exported to the same runtime
+    RUN_DIR/eval-teacher.json, RUN_DIR/eval-student.json   the quality suite on both exports,
+                                    the student's with its retention of the teacher's scores
 """
 
 from __future__ import annotations
@@ -43,14 +45,15 @@ class BudgetPlan:
     proxy_steps: int
     distill_sentences: int
     distill_steps: int
+    quick_eval: bool
     target_speedup: str = "7x"  # which of the search's recommendations gets distilled
 
 
 PLANS = {
     # ~30 minutes on 2 cores: a real but small run of every stage.
-    Budget.QUICK: BudgetPlan(3, 3, 128, 30, 2_000, 200),
-    Budget.STANDARD: BudgetPlan(8, 6, 256, 60, 15_000, 2_000),
-    Budget.FULL: BudgetPlan(15, 10, 512, 100, 100_000, 20_000),
+    Budget.QUICK: BudgetPlan(3, 3, 128, 30, 2_000, 200, quick_eval=True),
+    Budget.STANDARD: BudgetPlan(8, 6, 256, 60, 15_000, 2_000, quick_eval=False),
+    Budget.FULL: BudgetPlan(15, 10, 512, 100, 100_000, 20_000, quick_eval=False),
 }
 
 
@@ -199,5 +202,36 @@ def run_pipeline(
             seq_lens=seq_lens,
         )
     validation_tables(report)
+    eval_stage(output, teacher_export, student_export, plan, threads)
     write_report(output)
     return report
+
+
+def eval_stage(
+    run_dir: Path, teacher_export: Path, student_export: Path, plan: BudgetPlan, threads: int | None
+) -> None:
+    """The quality suite on the teacher's and the student's exports (same runtime), the
+    student's report carrying its retention of the teacher's scores."""
+    from kdcompress.evaluate import EvalReport, full_settings, quick_settings, run_eval
+    from kdcompress.render import eval_table
+
+    settings = quick_settings() if plan.quick_eval else full_settings()
+    reports = {}
+    for name, export_dir, reference in (
+        ("teacher", teacher_export, None),
+        ("student", student_export, run_dir / "eval-teacher.json"),
+    ):
+        path = run_dir / f"eval-{name}.json"
+        if path.is_file():
+            info(f"[dim]eval {name}: done earlier ({path})[/]")
+            reports[name] = EvalReport.load(path)
+            continue
+        reports[name], _ = run_eval(
+            model=str(export_dir),
+            settings=settings,
+            output=path,
+            reference=reference,
+            threads=threads,
+            quick=plan.quick_eval,
+        )
+    eval_table(reports["student"])

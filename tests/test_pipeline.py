@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_evaluate import SETTINGS, cache, fake_cache  # noqa: F401 - fixtures used by name
 from test_profile import tiny_settings
 
 from kdcompress import pipeline
 from kdcompress.artifacts import StudentArch
 from kdcompress.errors import UsageError
+from kdcompress.evaluate import EvalReport
 from kdcompress.profile.runner import run_profile
 from kdcompress.search import runner as search_runner
 from kdcompress.search.space import SearchSpace
@@ -26,9 +28,14 @@ def fake_sentences(split: str, languages: object, *, seed: int, limit: int | Non
 
 
 @pytest.fixture
-def prepared_run(tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A run directory whose profile and search are done (tiny space), so the test is fast."""
+def prepared_run(
+    tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Path:
+    """A run directory whose profile and search are done (tiny space), so the test is fast;
+    the evaluation data are the tiny fakes of test_evaluate."""
+    request.getfixturevalue("cache")
     monkeypatch.setattr("kdcompress.corpus.iter_sentences", fake_sentences)
+    monkeypatch.setattr("kdcompress.evaluate.quick_settings", lambda: SETTINGS)
     monkeypatch.setitem(
         pipeline.PLANS,
         pipeline.Budget.QUICK,
@@ -91,6 +98,9 @@ def test_run_continues_from_finished_stages_then_resumes(
     assert report.speedup(1, 16) is not None and report.speedup(1, 16) > 0
     assert {r.model for r in report.latency} == {"student", "student-pytorch", "teacher"}
     assert [p.seq_len for p in report.predicted] == [8, 16]
+    student_eval = EvalReport.load(prepared_run / "eval-student.json")
+    assert student_eval.retention is not None and student_eval.retention.overall is not None
+    assert (prepared_run / "eval-teacher.json").is_file()
     page = (prepared_run / "report.html").read_text()
     assert "data:image/png;base64," in page and "<table>" in page and "Distillation" in page
     assert "| student |" in (prepared_run / "report.md").read_text()
@@ -102,6 +112,7 @@ def test_run_continues_from_finished_stages_then_resumes(
         monkeypatch.setattr(pipeline, name, fail, raising=False)
     monkeypatch.setattr("kdcompress.search.runner.run_search", fail)
     monkeypatch.setattr("kdcompress.distill.run_distill", fail)
+    monkeypatch.setattr("kdcompress.evaluate.run_eval", fail)
     assert pipeline.run_pipeline(**kwargs) == report  # type: ignore[arg-type]
 
 
