@@ -33,11 +33,19 @@ def validation_tables(report: ValidationReport) -> None:
     parity_table(report.parity)
     reference = "teacher" if report.teacher_export else "student-pytorch"
     table = Table(title=f"Latency side by side, {report.threads} threads, {report.cpu}")
-    for column in ("model", "backend", "batch", "seq", "p50 ms", "p90 ms", f"vs {reference}"):
+    for column in (
+        "model",
+        "backend",
+        "batch",
+        "seq",
+        "p50 ms",
+        "p90 ms",
+        f"speedup vs {reference}",
+    ):
         table.add_column(column, justify="right")
     for row in report.latency:
         base = report.p50(reference, row.batch, row.seq_len)
-        ratio = f"{base / row.latency.p50_ms:.2f}x faster" if base else ""
+        ratio = f"{base / row.latency.p50_ms:.2f}x" if base else ""
         table.add_row(
             row.model,
             row.backend,
