@@ -115,6 +115,13 @@ def _validation(run_dir: Path) -> list[str]:
                 f"| {row.model} | {row.backend} | {row.batch} | {row.seq_len} | "
                 f"{row.latency.p50_ms:.2f} | {row.latency.p90_ms:.2f} | {speed} |"
             )
+        disturbed = sum(row.latency.disturbed for row in report.latency)
+        if disturbed:
+            lines.append(
+                f"\n**{disturbed} of {len(report.latency)} timings were disturbed by other "
+                "processes** (CPU used by others while timing): these latencies are not "
+                "representative; delete validation.json and re-run on a quiet machine."
+            )
         for pred in report.predicted:
             measured = report.p50("student", pred.batch, pred.seq_len)
             if measured:
@@ -126,10 +133,39 @@ def _validation(run_dir: Path) -> list[str]:
     return lines
 
 
+def _quality(run_dir: Path) -> list[str]:
+    from kdcompress.evaluate import EvalReport
+
+    path = run_dir / "eval-student.json"
+    if not path.is_file():
+        return []
+    report = EvalReport.load(path)
+    retention = report.retention
+    lines = [
+        "## Quality (evaluation suite)",
+        "",
+        f"Both exports evaluated through {report.backend}; retention = student / teacher.",
+        "",
+        "| task | metric | student | teacher | retention |",
+        "|---|---|---|---|---|",
+    ]
+    for task in report.tasks:
+        teacher = retention.reference_scores.get(task.task) if retention else None
+        ratio = retention.per_task.get(task.task) if retention else None
+        lines.append(
+            f"| {task.task} | {task.metric} | {task.score:.3f} | "
+            f"{'' if teacher is None else f'{teacher:.3f}'} | "
+            f"{'' if ratio is None else f'{ratio:.1%}'} |"
+        )
+    if retention and retention.overall is not None:
+        lines.append(f"| **overall** | mean of ratios | | | **{retention.overall:.1%}** |")
+    return [*lines, ""]
+
+
 def build_markdown(run_dir: Path) -> str:
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
-    sections = _search(run_dir) + _distill(run_dir) + _validation(run_dir)
+    sections = _search(run_dir) + _distill(run_dir) + _validation(run_dir) + _quality(run_dir)
     if not sections:
         raise UsageError(f"{run_dir}: no stage artifacts found (search/, student/, export-*/)")
     return "\n".join([f"# kdcompress run `{run_dir.name}`", "", *sections])

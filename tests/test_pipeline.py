@@ -103,7 +103,8 @@ def test_run_continues_from_finished_stages_then_resumes(
     assert (prepared_run / "eval-teacher.json").is_file()
     page = (prepared_run / "report.html").read_text()
     assert "data:image/png;base64," in page and "<table>" in page and "Distillation" in page
-    assert "| student |" in (prepared_run / "report.md").read_text()
+    markdown = (prepared_run / "report.md").read_text()
+    assert "| student |" in markdown and "| **overall** |" in markdown
 
     def fail(*_: object, **__: object) -> None:
         raise AssertionError("a finished stage ran again")
