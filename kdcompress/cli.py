@@ -70,12 +70,6 @@ def _check_device(device: str) -> None:
         raise UsageError(f"unknown device '{device}': only 'cpu' is supported")
 
 
-def _not_yet(command: str) -> NotImplementedYetError:
-    return NotImplementedYetError(
-        f"`kdcompress {command}` is not available in this version yet; see the README roadmap"
-    )
-
-
 @app.command()
 def profile(
     device: Annotated[str, typer.Option(help="Target device (only cpu today).")] = "cpu",
