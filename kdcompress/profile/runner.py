@@ -83,6 +83,9 @@ def make_settings(
         ),
         seed=seed,
         space=(space or SearchSpace()).validate(),
+        # On a busy machine every point waits out its retries; a quick profile must stay quick.
+        retries=2 if quick else 4,
+        patience_s=1.0 if quick else 2.0,
     )
 
 
