@@ -84,21 +84,29 @@ class EvalSettings:
     """
 
     languages: tuple[str, ...] = DEFAULT_LANGUAGES
-    verses: int = 1000
+    verses: int = 500
     retrieval_max_length: int = 128
-    imdb_train: int = 2000
-    imdb_test: int = 2000
+    imdb_train: int = 1000
+    imdb_test: int = 1000
     imdb_max_length: int = 256
-    zh_train: int = 5355
-    zh_test: int = 999
+    zh_train: int = 1000  # of the official 5,355
+    zh_test: int = 999  # the whole official test split
     zh_max_length: int = 256
-    classifier_c: float = 1.0
+    # Strong L2 regularisation: ~1,000 examples of 384+ standardised features. Chosen once by
+    # 5-fold CV on the teacher's IMDB *training* embeddings (flat from 3e-4 to 3e-3; C=1 lost
+    # 5 points), then fixed for every model.
+    classifier_c: float = 1e-3
     classifier_max_iter: int = 1000
     seed: int = 0
 
 
 def full_settings() -> EvalSettings:
-    """The full suite: the sizes every reported number uses."""
+    """The full suite: the sizes every reported number uses.
+
+    Sized to take about 20-25 minutes with the 12-layer teacher on two cores (torch): ~4,000
+    verses, then 2,000 reviews and 2,000 articles at 256 tokens, which cost the most (about
+    3-4 texts/s). At 1,000 test items an accuracy is known to about +-1.5 points.
+    """
     return EvalSettings()
 
 
@@ -107,10 +115,11 @@ def quick_settings() -> EvalSettings:
     return dataclasses.replace(
         EvalSettings(),
         verses=200,
-        imdb_train=1000,
-        imdb_test=1000,
+        imdb_train=500,
+        imdb_test=500,
         imdb_max_length=128,
-        zh_train=1000,
+        zh_train=500,
+        zh_test=500,
         zh_max_length=128,
     )
 

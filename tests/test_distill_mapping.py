@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,15 @@ from kdcompress.distill.mapping import (
 from kdcompress.distill.student import build_student, parse_arch_json, validate_arch
 from kdcompress.distill.teacher_cache import load_teacher
 from kdcompress.errors import UsageError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and on a busy machine they lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _pairs(teacher: int, student: int) -> list[tuple[int, int]]:

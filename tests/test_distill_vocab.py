@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,15 @@ from kdcompress.errors import UsageError
 CORPUS = ["hello world", "the small student model is fast", "bonjour monde", "привет мир"]
 # Held-out text made only of words that occur in CORPUS (in a different order).
 IN_VOCAB = ["the fast model is small", "world hello", "мир привет monde bonjour"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and on a busy machine they lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _embed(folder: Path, texts: list[str]) -> tuple[torch.Tensor, list[list[int]]]:

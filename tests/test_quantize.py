@@ -129,14 +129,23 @@ def test_int8_manifest_round_trips(
     assert legacy.int8 is None and legacy.fp32_file is None
 
 
-def test_static_onnx_quantizes_activations_and_attention_projections(
+def test_static_onnx_quantizes_every_projection_but_not_attention_scores(
     int8_exports: dict[tuple[ExportFormat, Quantization], Path],
 ) -> None:
     import onnx
 
-    graph = onnx.load(str(int8_exports[ExportFormat.ONNX, Quantization.STATIC] / "model_int8.onnx"))
-    quantized = {n.input[0] for n in graph.graph.node if n.op_type == "QuantizeLinear"}
-    assert any("query" in name or "self" in name for name in quantized)
+    out = int8_exports[ExportFormat.ONNX, Quantization.STATIC]
+    graph = onnx.load(str(out / "model_int8.onnx"))
+    dequantized = {n.output[0] for n in graph.graph.node if n.op_type == "DequantizeLinear"}
+    matmuls = [n for n in graph.graph.node if n.op_type == "MatMul"]
+    projections = [n for n in matmuls if re.search(r"(query|key|value|dense)/MatMul$", n.name)]
+    assert len(projections) == 12  # 2 layers x (q, k, v, attention out, FFN in, FFN out)
+    assert all(n.input[0] in dequantized and n.input[1] in dequantized for n in projections)
+    scores = [n for n in matmuls if n not in projections]
+    assert scores and not any(i in dequantized for n in scores for i in n.input)
+    manifest = ExportManifest.load(out / "export.json")
+    assert manifest.int8 is not None
+    assert manifest.int8.settings.graph_fusion.startswith("none: static QDQ")
 
 
 def _deeper_model(tiny_bert: Path, folder: Path, layers: int = 4) -> Path:
