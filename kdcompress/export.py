@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from kdcompress.artifacts import ExportManifest, atomic_output_dir
-from kdcompress.backends import BackendName, get_backend, parse_backend_name
+from kdcompress.backends import Backend, BackendName, get_backend, parse_backend_name
 from kdcompress.console import info, status
 from kdcompress.errors import KDCompressError, UsageError
 from kdcompress.hardware import physical_cores
@@ -82,7 +82,7 @@ def export_model(
             calibration = load_calibration(model_dir, quantize)  # fails fast, before exporting
     with atomic_output_dir(output, overwrite=overwrite) as staging:
         with status(f"Exporting {model} to {fmt} ({backend.name} {backend.version()})"):
-            artifact = _export(backend.export, model_dir=model_dir, output_dir=staging)
+            artifact = _export(backend, model_dir=model_dir, output_dir=staging)
         if (model_dir / EMBEDDING_INFO).is_file():
             shutil.copy2(model_dir / EMBEDDING_INFO, staging / EMBEDDING_INFO)
         with status("Checking output parity against PyTorch"):
@@ -127,13 +127,12 @@ def export_model(
     return manifest
 
 
-def _export(export_fn: object, *, model_dir: Path, output_dir: Path) -> Path:
+def _export(backend: Backend, *, model_dir: Path, output_dir: Path) -> Path:
     """Run a backend's export, turning the exporters' 'unsupported model' errors into one line."""
     import json
 
-    assert callable(export_fn)
     try:
-        result: Path = export_fn(model_dir=model_dir, output_dir=output_dir)
+        result = backend.export(model_dir=model_dir, output_dir=output_dir)
     except (ValueError, KeyError, NotImplementedError) as exc:
         model_type = json.loads((model_dir / "config.json").read_text()).get("model_type", "?")
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
