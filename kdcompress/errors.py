@@ -6,6 +6,11 @@ line and exits with ``exit_code``. Anything else is a bug and keeps its tracebac
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=StrEnum)
+
 
 class KDCompressError(Exception):
     """Base class: a problem the user can understand and act on."""
@@ -53,3 +58,15 @@ class NotImplementedYetError(KDCompressError):
 
 class IncompatibleReferenceError(ArtifactError):
     """A reference evaluation made with other task settings: its scores are not comparable."""
+
+
+def parse_choice(
+    choices: type[E], value: str, *, what: str, error: type[UsageError] = UsageError
+) -> E:
+    """``value`` as a member of the string enum ``choices`` (case-insensitive), or a one-line
+    error naming ``what`` was asked for and the valid choices."""
+    try:
+        return choices(value.lower())
+    except ValueError:
+        valid = ", ".join(c.value for c in choices)
+        raise error(f"unknown {what} '{value}' (choose one of: {valid})") from None

@@ -10,7 +10,7 @@ from pathlib import Path
 from kdcompress.artifacts import ExportManifest, atomic_output_dir
 from kdcompress.backends import Backend, BackendName, get_backend, parse_backend_name
 from kdcompress.console import info, status
-from kdcompress.errors import KDCompressError, UsageError
+from kdcompress.errors import KDCompressError, UsageError, parse_choice
 from kdcompress.hardware import physical_cores
 from kdcompress.models import resolve_model
 from kdcompress.quantize import Quantization, QuantizeOptions, load_calibration, quantize_export
@@ -47,11 +47,7 @@ def format_for_backend(name: str) -> ExportFormat:
 
 
 def parse_format(name: str) -> ExportFormat:
-    try:
-        return ExportFormat(name.lower())
-    except ValueError:
-        choices = ", ".join(f.value for f in ExportFormat)
-        raise UsageError(f"unknown export format '{name}' (choose one of: {choices})") from None
+    return parse_choice(ExportFormat, name, what="export format")
 
 
 def export_model(

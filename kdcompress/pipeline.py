@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kdcompress.artifacts import ExportManifest, StudentArch, ValidationReport
 from kdcompress.console import info, warn
-from kdcompress.errors import ArtifactError, KDCompressError, UsageError
+from kdcompress.errors import ArtifactError, KDCompressError, parse_choice
 from kdcompress.export import MANIFEST, ExportFormat, export_model, format_for_backend
 from kdcompress.render import validation_tables
 from kdcompress.report import write_report
@@ -58,11 +58,7 @@ PLANS = {
 
 
 def parse_budget(name: str) -> Budget:
-    try:
-        return Budget(name.lower())
-    except ValueError:
-        choices = ", ".join(b.value for b in Budget)
-        raise UsageError(f"unknown budget '{name}' (choose one of: {choices})") from None
+    return parse_choice(Budget, name, what="budget")
 
 
 def _done(path: Path, cls: type[ExportManifest] | type[ValidationReport]) -> bool:

@@ -43,7 +43,7 @@ from kdcompress.artifacts import (
 )
 from kdcompress.backends import Backend, LoadedModel
 from kdcompress.console import console, info, status, warn
-from kdcompress.errors import ArtifactError, KDCompressError, UsageError
+from kdcompress.errors import ArtifactError, KDCompressError, UsageError, parse_choice
 from kdcompress.hardware import isa_flags
 
 DEFAULT_CALIBRATION_SIZE = 128
@@ -74,11 +74,7 @@ class Int8ParityError(KDCompressError):
 
 
 def parse_quantization(name: str) -> Quantization:
-    try:
-        return Quantization(name.lower())
-    except ValueError:
-        choices = ", ".join(q.value for q in Quantization)
-        raise UsageError(f"unknown quantization '{name}' (choose one of: {choices})") from None
+    return parse_choice(Quantization, name, what="quantization")
 
 
 # ----------------------------------------------------------------------------- CPU presets

@@ -10,7 +10,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from kdcompress.backends.base import Backend, BackendName, LoadedModel, benchmark
-from kdcompress.errors import BackendUnavailableError
+from kdcompress.errors import BackendUnavailableError, parse_choice
 
 __all__ = [
     "Backend",
@@ -38,13 +38,7 @@ class BackendStatus:
 
 
 def parse_backend_name(name: str) -> BackendName:
-    try:
-        return BackendName(name.lower())
-    except ValueError:
-        choices = ", ".join(b.value for b in BackendName)
-        raise BackendUnavailableError(
-            f"unknown backend '{name}' (choose one of: {choices})"
-        ) from None
+    return parse_choice(BackendName, name, what="backend", error=BackendUnavailableError)
 
 
 def _check_installed(name: BackendName) -> None:

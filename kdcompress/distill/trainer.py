@@ -78,7 +78,7 @@ from kdcompress.distill.vocab import (
     read_tokenizer_json,
     tokenizer_bytes,
 )
-from kdcompress.errors import KDCompressError, UsageError
+from kdcompress.errors import KDCompressError, UsageError, parse_choice
 
 CHECKPOINT = "checkpoint.pt"
 _BUCKET = 50  # batches per length bucket: sorted within, shuffled across
@@ -90,11 +90,7 @@ class LossKind(StrEnum):
 
 
 def parse_loss(name: str) -> LossKind:
-    try:
-        return LossKind(name.lower())
-    except ValueError:
-        choices = ", ".join(k.value for k in LossKind)
-        raise UsageError(f"unknown --loss '{name}' (choose one of: {choices})") from None
+    return parse_choice(LossKind, name, what="--loss")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from kdcompress.artifacts import StudentArch
-from kdcompress.errors import UsageError
+from kdcompress.errors import parse_choice
 from kdcompress.search.space import SearchSpace
 
 
@@ -257,11 +257,7 @@ def _RewardPredictor() -> Any:
 
 
 def make_controller(name: str, space: SearchSpace, seed: int) -> Controller:
-    try:
-        kind = ControllerName(name.lower())
-    except ValueError:
-        choices = ", ".join(c.value for c in ControllerName)
-        raise UsageError(f"unknown controller '{name}' (choose one of: {choices})") from None
+    kind = parse_choice(ControllerName, name, what="controller")
     if kind is ControllerName.LSTM:
         return LstmController(space, seed)
     if kind is ControllerName.EVOLUTION:
