@@ -60,7 +60,8 @@ def one_search(args: argparse.Namespace, controller: str, seed: int) -> SearchRe
     if shared_cache.exists() and not (out / "teacher-cache").exists():
         (out / "teacher-cache").symlink_to(shared_cache.resolve())
     resume = (out / "search-settings.json").is_file()
-    result = run_search(settings=settings, output=out, resume=resume)
+    # The folder may already hold the shared teacher-cache link: overwrite keeps it.
+    result = run_search(settings=settings, output=out, resume=resume, overwrite=not resume)
     if not shared_cache.exists():
         (out / "teacher-cache").rename(shared_cache)
         (out / "teacher-cache").symlink_to(shared_cache.resolve())
