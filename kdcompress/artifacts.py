@@ -251,6 +251,36 @@ class Int8Settings:
 
 
 @dataclasses.dataclass(frozen=True)
+class QualityDrop:
+    """The evaluation suite on an int8 model vs its fp32 export: what quantization cost."""
+
+    fp32_scores: dict[str, float]  # task -> score
+    int8_scores: dict[str, float]
+    max_drop_pct: float  # the gate: relative drop of the mean score, in percent
+
+    @staticmethod
+    def _mean(scores: dict[str, float]) -> float:
+        return sum(scores.values()) / len(scores) if scores else 0.0
+
+    @property
+    def drop_pct(self) -> float:
+        """Relative drop of the suite's mean score, in percent (negative: int8 did better)."""
+        fp32 = self._mean(self.fp32_scores)
+        return (fp32 - self._mean(self.int8_scores)) / fp32 * 100 if fp32 > 0 else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.drop_pct <= self.max_drop_pct
+
+    def describe(self) -> str:
+        fp32, int8 = self._mean(self.fp32_scores), self._mean(self.int8_scores)
+        return (
+            f"quality drop {self.drop_pct:.1f}% (mean score {fp32:.3f} fp32 -> {int8:.3f} int8; "
+            f"gate {self.max_drop_pct:g}%)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Int8Attempt:
     """One quantization tried while exporting, with its parity (None if it failed to run)."""
 
@@ -258,6 +288,7 @@ class Int8Attempt:
     parity: ParityReport | None
     accepted: bool
     note: str = ""
+    quality: QualityDrop | None = None  # with --max-quality-drop, for plans that kept parity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,18 +359,63 @@ class PredictedLatency:
 
 
 @dataclasses.dataclass(frozen=True)
+class MemoryUse:
+    """Peak RSS of a process serving one model, and of the same process before loading it."""
+
+    runtime_mib: float  # after importing numpy and the runtime only
+    peak_mib: float  # after loading the model and running it at batch 1, ``seq_len`` tokens
+    seq_len: int
+
+    @property
+    def model_mib(self) -> float:
+        return self.peak_mib - self.runtime_mib
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSummary:
+    """One model of a validation: the file measured, its size, memory and quality."""
+
+    name: str  # teacher, student-fp32, student-int8
+    backend: str
+    file: str
+    quantization: str  # none, dynamic, static
+    size_bytes: int
+    memory: MemoryUse | None = None
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)  # task -> score
+    retention: float | None = None  # of the teacher's scores, mean of per-task ratios
+    eval_report: str | None = None  # the full evaluation report
+
+
+# Names of the models a validation measures side by side.
+TEACHER = "teacher"
+STUDENT_FP32 = "student-fp32"
+STUDENT_INT8 = "student-int8"
+STUDENT_PYTORCH = "student-pytorch"
+
+
+@dataclasses.dataclass(frozen=True)
 class ValidationReport(Artifact):
-    """``validation.json``: parity and side-by-side latency of an export (and its teacher)."""
+    """``validation.json``: parity, side-by-side latency, size, memory and quality of an export
+    (fp32 and int8 when quantized) and of its teacher on the same runtime."""
 
     kind = "validation"
+    schema_version = 2
 
     export_dir: str
-    parity: ParityReport
-    latency: tuple[LatencyRow, ...]  # models: student, student-pytorch and maybe teacher
+    parity: ParityReport  # of the deployed file (int8 when quantized)
+    latency: tuple[LatencyRow, ...]
     cpu: str
     threads: int
     teacher_export: str | None = None
-    predicted: tuple[PredictedLatency, ...] = ()
+    predicted: tuple[PredictedLatency, ...] = ()  # for the student's fp32 architecture
+    models: tuple[ModelSummary, ...] = ()
+    fp32_parity: ParityReport | None = None  # of the fp32 file, when the deployed one is int8
+    eval_suite: str = "none"  # none, quick or full
+
+    @property
+    def deployed(self) -> str:
+        """The student model that ships: int8 when the export was quantized."""
+        return STUDENT_INT8 if any(r.model == STUDENT_INT8 for r in self.latency) else STUDENT_FP32
 
     def p50(self, model: str, batch: int, seq_len: int) -> float | None:
         for row in self.latency:
@@ -347,10 +423,19 @@ class ValidationReport(Artifact):
                 return row.latency.p50_ms
         return None
 
-    def speedup(self, batch: int, seq_len: int) -> float | None:
-        """Teacher p50 / student p50 on the same runtime, when the teacher was measured."""
-        teacher, student = self.p50("teacher", batch, seq_len), self.p50("student", batch, seq_len)
-        return teacher / student if teacher and student else None
+    @property
+    def reference(self) -> str:
+        """What speedups are relative to: the teacher, else the student's PyTorch source."""
+        return TEACHER if self.teacher_export else STUDENT_PYTORCH
+
+    def speedup(self, batch: int, seq_len: int, model: str | None = None) -> float | None:
+        """Reference p50 / student p50 on the same runtime and threads."""
+        reference = self.p50(self.reference, batch, seq_len)
+        student = self.p50(model or self.deployed, batch, seq_len)
+        return reference / student if reference and student else None
+
+    def summary(self, name: str) -> ModelSummary | None:
+        return next((m for m in self.models if m.name == name), None)
 
 
 @dataclasses.dataclass(frozen=True)

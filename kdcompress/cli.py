@@ -14,7 +14,7 @@ import typer
 
 from kdcompress import __version__
 from kdcompress.console import error, info
-from kdcompress.errors import KDCompressError, NotImplementedYetError, UsageError
+from kdcompress.errors import KDCompressError, UsageError
 
 app = typer.Typer(
     name="kdcompress",
@@ -43,6 +43,25 @@ TeacherOption = Annotated[
         "--teacher",
         help="Built-in offline teacher (see `kdcompress teachers`), local HF folder or hub id.",
     ),
+]
+CompareTeacherOption = Annotated[
+    str | None,
+    typer.Option(
+        "--teacher",
+        help="The teacher to compare with: its export folder, or a model (built-in name, HF "
+        "folder, hub id) exported to the same runtime once and kept in the cache.",
+    ),
+]
+TargetOption = Annotated[
+    Path | None, typer.Option(help="Hardware profile: show predicted vs measured latency.")
+]
+SeqLenOption = Annotated[
+    list[int] | None,
+    typer.Option("--seq-len", help="Sequence lengths to time (repeatable; default 32 and 128)."),
+]
+BatchOption = Annotated[
+    list[int] | None,
+    typer.Option("--batch", help="Batch sizes to time (repeatable; default 1 and 8)."),
 ]
 
 
@@ -169,7 +188,20 @@ def search(
     ] = 128,
     controller: Annotated[str, typer.Option(help="lstm, random or evolution.")] = "lstm",
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same search.")] = 0,
-    executor: Annotated[str, typer.Option(help="local (ray: not in this version).")] = "local",
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local, or ray: each episode's candidates as Ray tasks (pip install "
+            "'kdcompress[ray]'); same results for the same seed."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join (e.g. ray://HEAD:10001 or auto); default: start a local "
+            "Ray. The run directory must be on storage every node mounts."
+        ),
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the search in this run directory.")
     ] = None,
@@ -188,16 +220,25 @@ def search(
     Example: [bold]kdcompress search --target profiles/xeon.json --output runs/s1[/]
     """
     from kdcompress.render import search_summary
+    from kdcompress.search.executor import parse_executor
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
     from kdcompress.search.runner import SETTINGS_FILE, SearchSettings, run_search
     from kdcompress.search.space import load_space
 
-    if executor != "local":
-        raise NotImplementedYetError(f"executor '{executor}' is not available yet; use local")
+    executor_name = parse_executor(executor).value
+    if ray_address is not None and executor_name != "ray":
+        raise UsageError("--ray-address needs --executor ray")
     if resume is not None:
         settings = SearchSettings.load(resume / SETTINGS_FILE)
-        result = run_search(settings=settings, output=resume, resume=True, strict=strict)
+        result = run_search(
+            settings=settings,
+            output=resume,
+            resume=True,
+            strict=strict,
+            executor_name=executor_name,
+            ray_address=ray_address,
+        )
     else:
         if target is None or output is None:
             raise UsageError("--target and --output are required (or --resume RUN_DIR)")
@@ -219,7 +260,14 @@ def search(
             space=load_space(space),
             budgets_ms=tuple(latency_budget_ms or ()),
         )
-        result = run_search(settings=settings, output=output, overwrite=overwrite, strict=strict)
+        result = run_search(
+            settings=settings,
+            output=output,
+            overwrite=overwrite,
+            strict=strict,
+            executor_name=executor_name,
+            ray_address=ray_address,
+        )
     search_summary(result)
 
 
@@ -376,6 +424,34 @@ def export(
         bool,
         typer.Option(help="Time fp32 vs int8 side by side after quantizing (seconds)."),
     ] = True,
+    max_quality_drop: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Accuracy control for int8, in percent: a plan whose mean evaluation score "
+            "drops more than this below the fp32 export's is rejected and the next, less "
+            "aggressive plan tried (suite: --eval, quick if none).",
+        ),
+    ] = None,
+    teacher: CompareTeacherOption = None,
+    eval_suite: Annotated[
+        str,
+        typer.Option(
+            "--eval",
+            help="Evaluation suite run on every exported model and the teacher during the "
+            "validation: none, quick (minutes) or full.",
+        ),
+    ] = "none",
+    target: TargetOption = None,
+    validate: Annotated[
+        bool,
+        typer.Option(
+            help="Validate the export when done: parity, latency side by side (with the "
+            "teacher when given), size, peak memory, quality; writes validation.json/.md."
+        ),
+    ] = True,
+    seq_len: SeqLenOption = None,
+    batch: BatchOption = None,
     threads: ThreadsOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -387,8 +463,10 @@ def export(
     --min-int8-cosine, falling back to less aggressive settings (fp32 embeddings and edge
     layers, dynamic instead of static) when needed, and fp32 vs int8 latency is measured.
     Everything is written to a temporary folder and moved into place only on success.
+    Then the export is validated (see `kdcompress validate`), unless --no-validate.
 
-    Example: [bold]kdcompress export --model students/s1 --format onnx --quantize static[/]
+    Example: [bold]kdcompress export --model students/s1 --format onnx --quantize static
+    --teacher me5-small --eval quick --max-quality-drop 2[/]
     """
     from kdcompress.distill import parse_languages
     from kdcompress.export import export_model, parse_format
@@ -400,11 +478,15 @@ def export(
         show_int8,
     )
     from kdcompress.render import parity_table
+    from kdcompress.validate import parse_suite
 
     fmt = parse_format(format)
     mode = parse_quantization(quantize)
+    suite = parse_suite(eval_suite)
     if calibration_size is not None and mode is not Quantization.STATIC:
         raise UsageError("--calibration-size is only used with --quantize static")
+    if max_quality_drop is not None and mode is Quantization.NONE:
+        raise UsageError("--max-quality-drop gates int8 models: use it with --quantize")
     options = QuantizeOptions(
         mode=mode,
         calibration_size=calibration_size or DEFAULT_CALIBRATION_SIZE,
@@ -412,6 +494,8 @@ def export(
         per_channel=per_channel,
         min_int8_cosine=min_int8_cosine,
         speed_check=speed_check,
+        max_quality_drop=max_quality_drop,
+        quality_suite="full" if suite == "full" else "quick",
     )
     if output is None:
         suffix = "" if mode is Quantization.NONE else f"-int8-{mode}"
@@ -427,47 +511,79 @@ def export(
     parity_table(manifest.fp32_parity or manifest.parity)
     if manifest.int8 is not None:
         show_int8(manifest.int8, manifest.fp32_parity)
+    if validate:
+        _validate(output, teacher, target, seq_len, batch, threads, suite=suite)
+
+
+def _validate(
+    export_dir: Path,
+    teacher: str | None,
+    target: Path | None,
+    seq_len: list[int] | None,
+    batch: list[int] | None,
+    threads: int | None,
+    *,
+    suite: str,
+    runs: int = 30,
+    memory: bool = True,
+) -> None:
+    from kdcompress.render import validation_tables
+    from kdcompress.validate import (
+        DEFAULT_BATCH_SIZES,
+        MARKDOWN,
+        REPORT,
+        validate_export,
+    )
+
+    report = validate_export(
+        export_dir=export_dir,
+        teacher=teacher,
+        profile=target,
+        seq_lens=tuple(seq_len) if seq_len else None,
+        batch_sizes=tuple(batch or DEFAULT_BATCH_SIZES),
+        threads=threads,
+        runs=runs,
+        quality=suite,
+        memory=memory,
+    )
+    validation_tables(report)
+    info(f"[green]Validation written[/] to {export_dir / REPORT} and {export_dir / MARKDOWN}")
 
 
 @app.command()
 def validate(
     export_dir: Annotated[Path, typer.Argument(help="Directory written by `export`.")],
-    teacher_export: Annotated[
-        Path | None,
-        typer.Option(help="The teacher exported to the same format: measure the real speedup."),
-    ] = None,
-    target: Annotated[
-        Path | None, typer.Option(help="Hardware profile: show predicted vs measured latency.")
-    ] = None,
-    seq_len: Annotated[
-        list[int] | None, typer.Option("--seq-len", help="Sequence lengths (repeatable).")
-    ] = None,
-    batch: Annotated[
-        list[int] | None, typer.Option("--batch", help="Batch sizes (repeatable).")
-    ] = None,
+    teacher: CompareTeacherOption = None,
+    eval_suite: Annotated[
+        str,
+        typer.Option(
+            "--eval", help="Evaluation suite on every model: none, quick (minutes) or full."
+        ),
+    ] = "quick",
+    target: TargetOption = None,
+    seq_len: SeqLenOption = None,
+    batch: BatchOption = None,
     threads: ThreadsOption = None,
     runs: Annotated[int, typer.Option(min=3, help="Timed runs per round.")] = 30,
+    memory: Annotated[
+        bool, typer.Option(help="Measure each model's peak RSS in a process of its own.")
+    ] = True,
 ) -> None:
-    """Check an export: output parity, and latency side by side with its PyTorch source and
-    (with --teacher-export) the teacher on the same runtime and thread count.
+    """Validate an export: output parity with PyTorch; the student's fp32 and int8 files and
+    the teacher (or, without --teacher, the PyTorch source) timed side by side on the same
+    runtime and threads; file size; peak memory; evaluation-suite quality and retention.
 
-    Writes [bold]validation.json[/] into the export directory.
+    Writes [bold]validation.json[/] and the Markdown table [bold]validation.md[/] into the
+    export directory.
 
-    Example: [bold]kdcompress validate exports/s1-onnx --teacher-export exports/teacher-onnx[/]
+    Example: [bold]kdcompress validate exports/s1-onnx --teacher me5-small --eval quick[/]
     """
-    from kdcompress.render import validation_tables
-    from kdcompress.validate import validate_export
+    from kdcompress.validate import parse_suite
 
-    report = validate_export(
-        export_dir=export_dir,
-        teacher_export=teacher_export,
-        profile=target,
-        seq_lens=tuple(seq_len or (32, 128)),
-        batch_sizes=tuple(batch or (1,)),
-        threads=threads,
-        runs=runs,
+    suite = parse_suite(eval_suite)
+    _validate(
+        export_dir, teacher, target, seq_len, batch, threads, suite=suite, runs=runs, memory=memory
     )
-    validation_tables(report)
 
 
 @app.command("eval")
@@ -560,6 +676,12 @@ def run(
     budget: Annotated[
         str, typer.Option(help="quick (~30 min on 2 cores), standard or full (hours).")
     ] = "quick",
+    quantize: Annotated[
+        str,
+        typer.Option(
+            help="int8 for the student: none, dynamic or static (see `kdcompress export`)."
+        ),
+    ] = "dynamic",
     seed: Annotated[int, typer.Option(help="Seed for search and distillation.")] = 0,
     threads: ThreadsOption = None,
 ) -> None:
@@ -567,7 +689,8 @@ def run(
 
     profile (reuses profiles/*.json measured on this machine, else measures a quick one) ->
     KD-NAS search -> distillation of the 7x recommendation (vocabulary trimmed) -> export of
-    student and teacher to the same runtime -> validation side by side.
+    the student (fp32 + int8) and the teacher to the same runtime -> validation side by side
+    (latency, size, peak memory, evaluation suite) -> report.html / report.md.
 
     Example: [bold]kdcompress run --teacher me5-small --output runs/demo[/]
     """
@@ -579,6 +702,7 @@ def run(
         backend=backend,
         output=output,
         budget=budget,
+        quantize=quantize,
         seed=seed,
         threads=threads,
     )

@@ -50,12 +50,6 @@ class AssetUnavailableError(AssetError):
     """A pinned package file that is neither cached nor downloadable (offline)."""
 
 
-class NotImplementedYetError(KDCompressError):
-    """A pipeline stage that this version does not provide yet."""
-
-    exit_code = 3
-
-
 class IncompatibleReferenceError(ArtifactError):
     """A reference evaluation made with other task settings: its scores are not comparable."""
 

@@ -565,8 +565,12 @@ def _has_tokenizer(folder: Path) -> bool:
     return (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file()
 
 
-def locate_model(model: str, backend: str | None) -> ModelSource:
-    """Resolve ``model`` (HF folder, export folder, built-in teacher, hub id) and its backend."""
+def locate_model(model: str, backend: str | None, *, fp32: bool = False) -> ModelSource:
+    """Resolve ``model`` (HF folder, export folder, built-in teacher, hub id) and its backend.
+
+    An export folder runs its deployed file (int8 when quantized), or with ``fp32`` the fp32
+    file kept next to it.
+    """
     from kdcompress.backends import parse_backend_name
 
     chosen = parse_backend_name(backend).value if backend is not None else None
@@ -585,7 +589,7 @@ def locate_model(model: str, backend: str | None) -> ModelSource:
             label=model,
             folder=path,
             backend=manifest.backend,
-            artifact=path / manifest.model_file,
+            artifact=path / ((fp32 and manifest.fp32_file) or manifest.model_file),
             tokenizer_dir=tokenizer_dir,
             config_dir=path if (path / "config.json").is_file() else source,
             is_export=True,
@@ -765,6 +769,52 @@ def evaluate_suite(embedder: Embedder, plan: _Plan, settings: EvalSettings) -> l
     return results
 
 
+def _score(
+    loaded: LoadedModel, source: ModelSource, plan: _Plan, settings: EvalSettings, batch_size: int
+) -> list[TaskScore]:
+    from kdcompress.encoding import load_tokenizer
+
+    info_ = _embedding_info(source)
+    tokenizer = load_tokenizer(source.tokenizer_dir)
+    embedder = Embedder(
+        loaded,
+        tokenizer,
+        text_prefix=info_.text_prefix,
+        pooling=info_.pooling,
+        max_positions=max_positions(source.config_dir, tokenizer),
+        batch_size=batch_size,
+    )
+    return evaluate_suite(embedder, plan, settings)
+
+
+def score_model_file(
+    *,
+    model_dir: Path,
+    backend: str,
+    artifact: Path,
+    settings: EvalSettings,
+    threads: int,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Task -> score of a model file not (yet) in an export folder, e.g. an int8 candidate;
+    ``model_dir`` is the Hugging Face folder it was exported from (tokenizer, pooling)."""
+    from kdcompress.backends import get_backend
+
+    check_settings(settings)
+    plan = _Plan(retrieval_pairs(settings), load_imdb(settings), load_zh_inews(settings))
+    source = ModelSource(
+        label=artifact.name,
+        folder=model_dir,
+        backend=backend,
+        artifact=artifact,
+        tokenizer_dir=model_dir,
+        config_dir=model_dir,
+        is_export=True,
+    )
+    loaded = get_backend(backend).load(model_path=artifact, threads=threads)
+    return {task.task: task.score for task in _score(loaded, source, plan, settings, batch_size)}
+
+
 def run_eval(
     *,
     model: str,
@@ -776,13 +826,13 @@ def run_eval(
     threads: int | None = None,
     batch_size: int = 32,
     quick: bool = False,
+    fp32: bool = False,
 ) -> tuple[EvalReport, Path]:
     """Evaluate ``model`` on the suite, save the report and return it with its path.
 
     Everything that can be refused (settings, reference, output path, data) is checked before
     the model runs.
     """
-    from kdcompress.encoding import load_tokenizer
     from kdcompress.hardware import physical_cores
 
     started = time.perf_counter()
@@ -790,25 +840,15 @@ def run_eval(
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, not {batch_size}")
     theirs = load_reference(reference, settings) if reference is not None else None
-    source = locate_model(model, backend)
+    source = locate_model(model, backend, fp32=fp32)
     path = output or default_output(source, quick=quick)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
     with status("Loading the evaluation data"):
         plan = _Plan(retrieval_pairs(settings), load_imdb(settings), load_zh_inews(settings))
     threads = threads or physical_cores()
-    info_ = _embedding_info(source)
-    tokenizer = load_tokenizer(source.tokenizer_dir)
     with open_model(source, threads=threads) as (loaded, version):
-        embedder = Embedder(
-            loaded,
-            tokenizer,
-            text_prefix=info_.text_prefix,
-            pooling=info_.pooling,
-            max_positions=max_positions(source.config_dir, tokenizer),
-            batch_size=batch_size,
-        )
-        tasks = evaluate_suite(embedder, plan, settings)
+        tasks = _score(loaded, source, plan, settings, batch_size)
     report = EvalReport(
         model=source.label,
         model_path=str(source.folder.resolve()),

@@ -7,10 +7,10 @@ search and distillation resume inside the stage from their own checkpoints).
     RUN_DIR/profile.json            the hardware profile used (reused or measured)
     RUN_DIR/search/search.json      KD-NAS candidates and recommendations
     RUN_DIR/student/                the distilled student (HF folder + distill.json)
-    RUN_DIR/export-FORMAT/          the student exported (export.json, validation.json)
-    RUN_DIR/teacher-export-FORMAT/  the teacher exported to the same runtime
-    RUN_DIR/eval-teacher.json, RUN_DIR/eval-student.json   the quality suite on both exports,
-                                    the student's with its retention of the teacher's scores
+    RUN_DIR/export-FORMAT/          the student exported, fp32 and int8 (export.json), and
+                                    its validation against the teacher (validation.json/.md,
+                                    eval-fp32-*.json, eval-int8-*.json with retention)
+    RUN_DIR/teacher-export-FORMAT/  the teacher exported to the same runtime (eval-*.json)
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from kdcompress.artifacts import ExportManifest, StudentArch, ValidationReport
 from kdcompress.console import info, warn
 from kdcompress.errors import ArtifactError, KDCompressError, parse_choice
 from kdcompress.export import MANIFEST, ExportFormat, export_model, format_for_backend
+from kdcompress.quantize import Quantization, QuantizeOptions, parse_quantization
 from kdcompress.render import validation_tables
 from kdcompress.report import write_report
-from kdcompress.validate import DEFAULT_SEQ_LENS, REPORT, validate_export
+from kdcompress.validate import REPORT, validate_export
 
 
 class Budget(StrEnum):
@@ -156,11 +157,17 @@ def distill_stage(
     return out
 
 
-def export_stage(model: str, out: Path, fmt: ExportFormat, threads: int | None) -> Path:
+def export_stage(
+    model: str,
+    out: Path,
+    fmt: ExportFormat,
+    threads: int | None,
+    quantize: QuantizeOptions | None = None,
+) -> Path:
     if _done(out / MANIFEST, ExportManifest):
         info(f"[dim]export: done earlier ({out})[/]")
     else:
-        export_model(model=model, fmt=fmt, output=out, threads=threads)
+        export_model(model=model, fmt=fmt, output=out, threads=threads, quantize=quantize)
     return out
 
 
@@ -170,13 +177,15 @@ def run_pipeline(
     backend: str,
     output: Path,
     budget: str = "quick",
+    quantize: str = "dynamic",
     threads: int | None = None,
     seed: int = 0,
-    seq_lens: tuple[int, ...] = DEFAULT_SEQ_LENS,
+    seq_lens: tuple[int, ...] | None = None,
 ) -> ValidationReport:
     """Run (or resume) every stage for ``teacher`` in ``output``; return the validation."""
     fmt = format_for_backend(backend)
     plan = PLANS[parse_budget(budget)]
+    mode = parse_quantization(quantize)
     output.mkdir(parents=True, exist_ok=True)
     info(f"[bold]kdcompress run[/] ({budget}) -> {output}")
     profile = profile_stage(output, backend, threads)
@@ -184,7 +193,8 @@ def run_pipeline(
     arch, label = chosen_arch(search_json, plan.target_speedup)
     info(f"distilling the {label} recommendation: {arch.describe()}")
     student = distill_stage(output, teacher, arch, plan, seed)
-    student_export = export_stage(str(student), output / f"export-{fmt}", fmt, threads)
+    options = QuantizeOptions(mode=mode, seed=seed) if mode is not Quantization.NONE else None
+    student_export = export_stage(str(student), output / f"export-{fmt}", fmt, threads, options)
     teacher_export = export_stage(teacher, output / f"teacher-export-{fmt}", fmt, threads)
     if _done(student_export / REPORT, ValidationReport):
         info(f"[dim]validate: done earlier ({student_export / REPORT})[/]")
@@ -192,42 +202,12 @@ def run_pipeline(
     else:
         report = validate_export(
             export_dir=student_export,
-            teacher_export=teacher_export,
+            teacher=teacher_export,
             profile=profile,
             threads=threads,
             seq_lens=seq_lens,
+            quality="quick" if plan.quick_eval else "full",
         )
     validation_tables(report)
-    eval_stage(output, teacher_export, student_export, plan, threads)
     write_report(output)
     return report
-
-
-def eval_stage(
-    run_dir: Path, teacher_export: Path, student_export: Path, plan: BudgetPlan, threads: int | None
-) -> None:
-    """The quality suite on the teacher's and the student's exports (same runtime), the
-    student's report carrying its retention of the teacher's scores."""
-    from kdcompress.evaluate import EvalReport, full_settings, quick_settings, run_eval
-    from kdcompress.render import eval_table
-
-    settings = quick_settings() if plan.quick_eval else full_settings()
-    reports = {}
-    for name, export_dir, reference in (
-        ("teacher", teacher_export, None),
-        ("student", student_export, run_dir / "eval-teacher.json"),
-    ):
-        path = run_dir / f"eval-{name}.json"
-        if path.is_file():
-            info(f"[dim]eval {name}: done earlier ({path})[/]")
-            reports[name] = EvalReport.load(path)
-            continue
-        reports[name], _ = run_eval(
-            model=str(export_dir),
-            settings=settings,
-            output=path,
-            reference=reference,
-            threads=threads,
-            quick=plan.quick_eval,
-        )
-    eval_table(reports["student"])

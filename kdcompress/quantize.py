@@ -39,6 +39,7 @@ from kdcompress.artifacts import (
     Int8Settings,
     Int8SpeedCheck,
     ParityReport,
+    QualityDrop,
     QuantizationReport,
 )
 from kdcompress.backends import Backend, LoadedModel
@@ -159,6 +160,44 @@ class QuantizeOptions:
     speed_check: bool = True
     speed_runs: int = 30
     speed_rounds: int = 3
+    # Accuracy control: an int8 plan whose mean evaluation score falls more than this many
+    # percent below the fp32 export's is rejected like one that lost parity (None: no check).
+    max_quality_drop: float | None = None
+    quality_suite: str = "quick"  # quick | full evaluation suite for that check
+
+
+class QualityGate:
+    """Scores int8 candidates on the evaluation suite against the fp32 export (scored once)."""
+
+    def __init__(
+        self, *, backend: Backend, model_dir: Path, fp32_file: Path, options: QuantizeOptions
+    ) -> None:
+        from kdcompress.evaluate import full_settings, quick_settings
+
+        assert options.max_quality_drop is not None
+        self.max_drop = options.max_quality_drop
+        self.settings = quick_settings() if options.quality_suite == "quick" else full_settings()
+        self.backend, self.model_dir, self.fp32_file = backend, model_dir, fp32_file
+        self._fp32: dict[str, float] | None = None
+
+    def _scores(self, artifact: Path, threads: int) -> dict[str, float]:
+        from kdcompress.evaluate import score_model_file
+
+        return score_model_file(
+            model_dir=self.model_dir,
+            backend=self.backend.name.value,
+            artifact=artifact,
+            settings=self.settings,
+            threads=threads,
+        )
+
+    def check(self, int8_file: Path, threads: int) -> QualityDrop:
+        if self._fp32 is None:
+            with status("Scoring the fp32 export on the evaluation suite"):
+                self._fp32 = self._scores(self.fp32_file, threads)
+        with status("Scoring the int8 candidate on the evaluation suite"):
+            int8 = self._scores(int8_file, threads)
+        return QualityDrop(fp32_scores=self._fp32, int8_scores=int8, max_drop_pct=self.max_drop)
 
 
 @dataclass(frozen=True)
@@ -429,7 +468,14 @@ def quantize_export(
     try:
         fp32 = backend.load(model_path=fp32_file, threads=threads)
         batches = calibration.batches(fp32) if calibration is not None else []
-        accepted, attempts = _try_plans(runtime, backend, model_dir, batches, options, threads)
+        gate = None
+        if options.max_quality_drop is not None:
+            gate = QualityGate(
+                backend=backend, model_dir=model_dir, fp32_file=fp32_file, options=options
+            )
+        accepted, attempts = _try_plans(
+            runtime, backend, model_dir, batches, options, threads, gate
+        )
         model_file = runtime.move(accepted, output_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -440,8 +486,8 @@ def quantize_export(
         settings=chosen.settings,
         attempts=tuple(attempts),
         isa=preset.isa,
-        fp32_bytes=_model_bytes(fp32_file),
-        int8_bytes=_model_bytes(model_file),
+        fp32_bytes=model_bytes(fp32_file),
+        int8_bytes=model_bytes(model_file),
         fallback=_fallback_reason(attempts),
     )
     if report.fallback:
@@ -460,8 +506,10 @@ def _try_plans(
     batches: Sequence[Mapping[str, np.ndarray]],
     options: QuantizeOptions,
     threads: int,
+    gate: QualityGate | None = None,
 ) -> tuple[Path, list[Int8Attempt]]:
-    """Run the plans in order until one keeps parity; the accepted file and every attempt."""
+    """Run the plans in order until one keeps parity (and, with ``gate``, quality); the
+    accepted file and every attempt."""
     from kdcompress.validate import check_parity
 
     layers = _num_layers(model_dir)
@@ -499,13 +547,18 @@ def _try_plans(
             parity = check_parity(
                 source_dir=model_dir, candidate=candidate, min_cosine=options.min_int8_cosine
             )
-        attempts.append(Int8Attempt(settings, parity, parity.passed))
-        verdict = "[green]kept[/]" if parity.passed else "[yellow]rejected[/]"
+        quality = gate.check(target, threads) if gate is not None and parity.passed else None
+        accepted = parity.passed and (quality is None or quality.passed)
+        note = quality.describe() if quality is not None and not quality.passed else ""
+        attempts.append(Int8Attempt(settings, parity, accepted, note, quality))
+        verdict = "[green]kept[/]" if accepted else "[yellow]rejected[/]"
         info(
             f"{label} ({settings.method}): min cosine {parity.min_cosine:.4f} vs PyTorch "
-            f"(gate {options.min_int8_cosine}) -> {verdict}"
+            f"(gate {options.min_int8_cosine})"
+            + (f", {quality.describe()}" if quality is not None else "")
+            + f" -> {verdict}"
         )
-        if parity.passed:
+        if accepted:
             return target, attempts
     raise Int8ParityError(_no_plan_message(attempts, options.min_int8_cosine))
 
@@ -520,8 +573,9 @@ def _skip_reason(layers: int, found: set[str]) -> str:
 
 def _no_plan_message(attempts: Sequence[Int8Attempt], gate: float) -> str:
     tried = "; ".join(_attempt_summary(a) for a in attempts)
+    lost = "quality or parity" if any(a.quality for a in attempts) else "parity"
     return (
-        f"int8 lost too much parity (--min-int8-cosine {gate}) even after falling back: "
+        f"int8 lost too much {lost} (--min-int8-cosine {gate}) even after falling back: "
         f"{tried}; nothing was written"
     )
 
@@ -530,7 +584,8 @@ def _attempt_summary(attempt: Int8Attempt) -> str:
     what = attempt.settings.mode + (" keeping fp32 edges" if attempt.settings.keep_fp32 else "")
     if attempt.parity is None:
         return f"{what} {attempt.note}"
-    return f"{what} min cosine {attempt.parity.min_cosine:.4f}"
+    summary = f"{what} min cosine {attempt.parity.min_cosine:.4f}"
+    return summary + (f", {attempt.quality.describe()}" if attempt.quality else "")
 
 
 def _fallback_reason(attempts: Sequence[Int8Attempt]) -> str | None:
@@ -630,7 +685,7 @@ def _num_layers(model_dir: Path) -> int:
     return int(config.get("num_hidden_layers") or config.get("n_layers") or 0)
 
 
-def _model_bytes(model_file: Path) -> int:
+def model_bytes(model_file: Path) -> int:
     """Size of a model file and its weights file (OpenVINO's .bin, ONNX external data)."""
     files = [model_file, model_file.with_suffix(".bin"), Path(f"{model_file}_data")]
     return sum(f.stat().st_size for f in files if f.is_file())

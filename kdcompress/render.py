@@ -30,43 +30,25 @@ def parity_table(parity: ParityReport) -> None:
 
 
 def validation_tables(report: ValidationReport) -> None:
+    from kdcompress.report import prediction_lines, validation_summary
+
     parity_table(report.parity)
-    reference = "teacher" if report.teacher_export else "student-pytorch"
-    table = Table(title=f"Latency side by side, {report.threads} threads, {report.cpu}")
-    for column in (
-        "model",
-        "backend",
-        "batch",
-        "seq",
-        "p50 ms",
-        "p90 ms",
-        f"speedup vs {reference}",
-    ):
+    header, rows = validation_summary(report)
+    title = f"Validation, {report.threads} threads, {report.cpu} (latency at batch 1)"
+    table = Table(title=title)
+    for column in header:
         table.add_column(column, justify="right")
-    for row in report.latency:
-        base = report.p50(reference, row.batch, row.seq_len)
-        ratio = f"{base / row.latency.p50_ms:.2f}x" if base else ""
-        table.add_row(
-            row.model,
-            row.backend,
-            str(row.batch),
-            str(row.seq_len),
-            f"{row.latency.p50_ms:.2f}",
-            f"{row.latency.p90_ms:.2f}",
-            ratio,
-        )
-        if row.latency.disturbed:
-            warn(f"{row.model} at seq {row.seq_len}: other processes used CPU while timing")
+    for cells in rows:
+        table.add_row(*cells)
     console.print(table)
-    for predicted in report.predicted:
-        measured = report.p50("student", predicted.batch, predicted.seq_len)
-        if measured:
-            error = (predicted.predicted_ms / measured - 1) * 100
-            console.print(
-                f"profile predicted {predicted.predicted_ms:.2f} ms for the student at batch "
-                f"{predicted.batch}, seq {predicted.seq_len}; measured {measured:.2f} ms "
-                f"({error:+.0f}%)"
+    for row in report.latency:
+        if row.latency.disturbed:
+            warn(
+                f"{row.model} at batch {row.batch}, seq {row.seq_len}: other processes used CPU "
+                "while timing; re-run on a quiet machine"
             )
+    for line in prediction_lines(report):
+        console.print(line)
 
 
 def teachers_table() -> None:

@@ -11,7 +11,13 @@ import html
 import io
 from pathlib import Path
 
-from kdcompress.artifacts import DistillResult, ValidationReport, atomic_write_text
+from kdcompress.artifacts import (
+    STUDENT_FP32,
+    DistillResult,
+    ParityReport,
+    ValidationReport,
+    atomic_write_text,
+)
 from kdcompress.console import info
 from kdcompress.errors import UsageError
 
@@ -93,79 +99,152 @@ def _curve_png(result: DistillResult, path: Path) -> None:
 
 
 def _validation(run_dir: Path) -> list[str]:
-    reports = sorted(run_dir.glob("export-*/validation.json"))
     lines: list[str] = []
-    for path in reports:
-        report = ValidationReport.load(path)
-        p = report.parity
-        lines += [
-            f"## Validation ({path.parent.name})",
-            "",
-            f"Parity with PyTorch on {p.sentences} multilingual sentences: min cosine "
-            f"{p.min_cosine:.6f}, max |diff| {p.max_abs_diff:.2e}. {report.threads} threads, "
-            f"{report.cpu}.",
-            "",
-            "| model | backend | batch | seq | p50 ms | p90 ms | speedup vs teacher |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for row in report.latency:
-            teacher = report.p50("teacher", row.batch, row.seq_len)
-            speed = f"{teacher / row.latency.p50_ms:.2f}x" if teacher else ""
-            lines.append(
-                f"| {row.model} | {row.backend} | {row.batch} | {row.seq_len} | "
-                f"{row.latency.p50_ms:.2f} | {row.latency.p90_ms:.2f} | {speed} |"
-            )
-        disturbed = sum(row.latency.disturbed for row in report.latency)
-        if disturbed:
-            lines.append(
-                f"\n**{disturbed} of {len(report.latency)} timings were disturbed by other "
-                "processes** (CPU used by others while timing): these latencies are not "
-                "representative; delete validation.json and re-run on a quiet machine."
-            )
-        for pred in report.predicted:
-            measured = report.p50("student", pred.batch, pred.seq_len)
-            if measured:
-                lines.append(
-                    f"\nProfile prediction for the student at seq {pred.seq_len}: "
-                    f"{pred.predicted_ms:.2f} ms (measured {measured:.2f} ms)."
-                )
-        lines.append("")
+    for path in sorted(run_dir.glob("export-*/validation.json")):
+        lines += validation_markdown(ValidationReport.load(path), heading=path.parent.name)
     return lines
 
 
-def _quality(run_dir: Path) -> list[str]:
-    from kdcompress.evaluate import EvalReport
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
 
-    path = run_dir / "eval-student.json"
-    if not path.is_file():
-        return []
-    report = EvalReport.load(path)
-    retention = report.retention
-    lines = [
-        "## Quality (evaluation suite)",
-        "",
-        f"Both exports evaluated through {report.backend}; retention = student / teacher.",
-        "",
-        "| task | metric | student | teacher | retention |",
-        "|---|---|---|---|---|",
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def validation_summary(report: ValidationReport) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per model: size, memory, latency, throughput, speedup, quality."""
+    tasks = sorted({task for m in report.models for task in m.scores})
+    seq_lens = sorted({row.seq_len for row in report.latency})
+    widest, longest = max(row.batch for row in report.latency), seq_lens[-1]
+    compared = report.teacher_export is not None
+    header = [
+        "model",
+        "quantization",
+        "size",
+        "peak RSS (model)",
+        *(f"p50 ms seq {s}" for s in seq_lens),
+        f"p90 ms seq {longest}",
+        *([f"sentences/s batch {widest}"] if widest > 1 else []),
+        f"speedup vs {report.reference}",
+        *tasks,
+        *(["retention"] if compared and tasks else []),
     ]
-    for task in report.tasks:
-        teacher = retention.reference_scores.get(task.task) if retention else None
-        ratio = retention.per_task.get(task.task) if retention else None
-        lines.append(
-            f"| {task.task} | {task.metric} | {task.score:.3f} | "
-            f"{'' if teacher is None else f'{teacher:.3f}'} | "
-            f"{'' if ratio is None else f'{ratio:.1%}'} |"
+    rows = []
+    for model in report.models:
+        p90 = next(
+            (
+                r.latency.p90_ms
+                for r in report.latency
+                if (r.model, r.batch, r.seq_len) == (model.name, 1, longest)
+            ),
+            None,
         )
-    if retention and retention.overall is not None:
-        lines.append(f"| **overall** | mean of ratios | | | **{retention.overall:.1%}** |")
+        memory = model.memory
+        throughput = report.p50(model.name, widest, longest)
+        speedup = report.speedup(1, longest, model.name)
+        rows.append(
+            [
+                model.name,
+                model.quantization,
+                _mib(model.size_bytes),
+                f"{memory.peak_mib:.0f} MiB ({memory.model_mib:.0f})" if memory else "",
+                *(_ms(report.p50(model.name, 1, s)) for s in seq_lens),
+                _ms(p90),
+                *(
+                    [f"{widest * 1000 / throughput:.1f}" if throughput else ""]
+                    if widest > 1
+                    else []
+                ),
+                f"{speedup:.2f}x" if speedup else "",
+                *(f"{model.scores[t]:.3f}" if t in model.scores else "" for t in tasks),
+                *(
+                    [f"{model.retention:.1%}" if model.retention is not None else ""]
+                    if compared and tasks
+                    else []
+                ),
+            ]
+        )
+    return header, rows
+
+
+def validation_markdown(report: ValidationReport, *, heading: str | None = None) -> list[str]:
+    """The validation as Markdown: one summary row per model, then every latency measured."""
+    header, rows = validation_summary(report)
+    longest = max(row.seq_len for row in report.latency)
+    lines = [
+        f"## Validation{f' ({heading})' if heading else ''}",
+        "",
+        f"`{report.export_dir}`: {report.threads} threads, {report.cpu}; latency at batch 1 "
+        "unless stated, every model timed in turns in one process.",
+        "",
+        _parity_line("deployed file", report.parity),
+    ]
+    if report.fp32_parity is not None:
+        lines.append(_parity_line("fp32 file", report.fp32_parity))
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    quality = (
+        f" Quality: the {report.eval_suite} evaluation suite through the runtime; retention = "
+        "mean of per-task ratios to the teacher."
+        if report.eval_suite != "none"
+        else ""
+    )
+    lines += [
+        "",
+        "Peak RSS: a fresh process that imports only the runtime, loads the model and runs it "
+        f"at seq {longest}; in brackets, what the model adds to the runtime alone.{quality}",
+        "",
+        "| model | batch | seq | p50 ms | p90 ms | min ms | runs | other processes' CPU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report.latency:
+        load = row.latency.foreign_load
+        lines.append(
+            f"| {row.model} | {row.batch} | {row.seq_len} | {row.latency.p50_ms:.2f} | "
+            f"{row.latency.p90_ms:.2f} | {row.latency.min_ms:.2f} | {row.latency.runs} | "
+            f"{'' if load is None else f'{load:.0%}'}"
+            f"{' **disturbed**' if row.latency.disturbed else ''} |"
+        )
+    disturbed = sum(row.latency.disturbed for row in report.latency)
+    if disturbed:
+        lines.append(
+            f"\n**{disturbed} of {len(report.latency)} timings were disturbed by other "
+            "processes**: these latencies are not representative; re-run the validation on a "
+            "quiet machine."
+        )
+    lines += [f"\n{line}" for line in prediction_lines(report)]
     return [*lines, ""]
+
+
+def prediction_lines(report: ValidationReport) -> list[str]:
+    """The hardware profile's prediction for the student next to what was measured."""
+    lines = []
+    for pred in report.predicted:
+        measured = report.p50(STUDENT_FP32, pred.batch, pred.seq_len)
+        if measured:
+            lines.append(
+                f"Profile prediction for the student (fp32) at batch {pred.batch}, seq "
+                f"{pred.seq_len}: {pred.predicted_ms:.2f} ms, measured {measured:.2f} ms "
+                f"({(pred.predicted_ms / measured - 1) * 100:+.0f}%)."
+            )
+    return lines
+
+
+def _parity_line(what: str, parity: ParityReport) -> str:
+    verdict = "pass" if parity.passed else "**fail**"
+    return (
+        f"Parity of the {what} with PyTorch on {parity.sentences} multilingual sentences: min "
+        f"cosine {parity.min_cosine:.5f} (mean {parity.mean_cosine:.5f}, gate "
+        f"{parity.min_cosine_required}), max abs diff {parity.max_abs_diff:.2e}: {verdict}."
+    )
 
 
 def build_markdown(run_dir: Path) -> str:
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
-    sections = _search(run_dir) + _distill(run_dir) + _validation(run_dir) + _quality(run_dir)
+    sections = _search(run_dir) + _distill(run_dir) + _validation(run_dir)
     if not sections:
         raise UsageError(f"{run_dir}: no stage artifacts found (search/, student/, export-*/)")
     return "\n".join([f"# kdcompress run `{run_dir.name}`", "", *sections])

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kdcompress.artifacts import (
+    STUDENT_FP32,
+    STUDENT_INT8,
+    STUDENT_PYTORCH,
+    TEACHER,
     ExportManifest,
     LatencyRow,
+    MemoryUse,
+    ModelSummary,
     ParityReport,
     PredictedLatency,
     ValidationReport,
+    atomic_write_text,
 )
 from kdcompress.backends import LoadedModel, get_backend
 from kdcompress.backends.base import compare_latency
-from kdcompress.console import progress
+from kdcompress.console import info, progress, status
 from kdcompress.encoding import (
     SAMPLE_SENTENCES,
     load_tokenizer,
@@ -27,9 +36,16 @@ from kdcompress.encoding import (
 )
 from kdcompress.errors import ArtifactError, UsageError
 from kdcompress.hardware import cpu_model, physical_cores
+from kdcompress.quantize import model_bytes
+
+if TYPE_CHECKING:
+    from kdcompress.evaluate import EvalSettings
 
 REPORT = "validation.json"
+MARKDOWN = "validation.md"
 DEFAULT_SEQ_LENS = (32, 128)
+DEFAULT_BATCH_SIZES = (1, 8)  # latency, and a throughput batch
+SUITES = ("none", "quick", "full")
 
 
 def _text_prefix(model_dir: Path) -> str:
@@ -61,70 +77,228 @@ def _model_limits(model_dir: Path) -> tuple[int, int]:
     return int(config["vocab_size"]), int(config.get("max_position_embeddings", 512))
 
 
-def _load_export(export_dir: Path, threads: int) -> tuple[ExportManifest, LoadedModel]:
+def _load_manifest(export_dir: Path) -> ExportManifest:
     from kdcompress.export import MANIFEST
 
     if not (export_dir / MANIFEST).is_file():
         raise ArtifactError(f"{export_dir}: not an export directory (no {MANIFEST})")
-    manifest = ExportManifest.load(export_dir / MANIFEST)
-    model = get_backend(manifest.backend).load(
-        model_path=export_dir / manifest.model_file, threads=threads
-    )
-    return manifest, model
+    return ExportManifest.load(export_dir / MANIFEST)
+
+
+def _files(export_dir: Path, manifest: ExportManifest, *, student: bool) -> dict[str, Path]:
+    """Model name -> file: the teacher's deployed file, or the student's fp32 (and int8)."""
+    if not student:
+        return {TEACHER: export_dir / manifest.model_file}
+    files = {STUDENT_FP32: export_dir / (manifest.fp32_file or manifest.model_file)}
+    if manifest.quantization != "none":
+        files[STUDENT_INT8] = export_dir / manifest.model_file
+    return files
+
+
+def _load(backend: str, path: Path, threads: int) -> LoadedModel:
+    return get_backend(backend).load(model_path=path, threads=threads)
+
+
+def teacher_export_dir(teacher: str, backend: str, threads: int) -> Path:
+    """An export folder of ``teacher`` for ``backend``: given, or made once and cached.
+
+    Comparing against the teacher needs it on the same runtime; exporting a 100M-parameter
+    teacher takes minutes, so the fp32 export is kept in the cache and reused.
+    """
+    from kdcompress.assets import cache_dir
+    from kdcompress.export import MANIFEST, export_model, format_for_backend
+
+    given = Path(teacher).expanduser()
+    if (given / MANIFEST).is_file():
+        return given
+    slug = teacher.strip("/").replace("/", "--").replace(" ", "_")
+    if given.is_dir():  # a local folder: the same name in two places must not collide
+        digest = hashlib.sha256(str(given.resolve()).encode()).hexdigest()[:8]
+        slug = f"{given.resolve().name}-{digest}"
+    backend_obj = get_backend(backend)
+    target = cache_dir() / "teacher-exports" / f"{slug}-{backend}-{backend_obj.version()}"
+    if not (target / MANIFEST).is_file():
+        export_model(
+            model=teacher,
+            fmt=format_for_backend(backend),
+            output=target,
+            overwrite=True,
+            threads=threads,
+        )
+    return target
 
 
 def validate_export(
     *,
     export_dir: Path,
-    teacher_export: Path | None = None,
+    teacher: str | Path | None = None,
     profile: Path | None = None,
-    seq_lens: tuple[int, ...] = DEFAULT_SEQ_LENS,
-    batch_sizes: tuple[int, ...] = (1,),
+    seq_lens: tuple[int, ...] | None = None,
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
     threads: int | None = None,
     runs: int = 30,
     rounds: int = 3,
+    quality: str = "none",
+    eval_settings: EvalSettings | None = None,
+    memory: bool = True,
 ) -> ValidationReport:
-    """Parity with the PyTorch source and latency side by side, in one process.
+    """Parity, side-by-side latency, size, memory and quality of an export in one report.
 
-    Measured together: the export, its PyTorch source and, with ``teacher_export``, the
-    teacher exported to the same backend (the speedup that matters). With ``profile``, the
-    latency the hardware profile predicted for the student is reported next to the measurement.
+    Measured together in one process on the same runtime and threads: the student's fp32
+    file, its int8 file when the export was quantized, and the teacher (``teacher``: an export
+    folder, or a model that is exported to the same runtime first) -- or, without a teacher,
+    the student's PyTorch source. ``quality`` (quick / full) runs the evaluation suite on each;
+    ``memory`` measures each file's peak RSS in a process of its own. With ``profile``, the
+    latency the hardware profile predicted for the student is reported next to the
+    measurement. Writes ``validation.json`` and ``validation.md`` into ``export_dir``.
     """
     threads = threads or physical_cores()
-    manifest, exported = _load_export(export_dir, threads)
+    suite = parse_suite(quality)
+    manifest = _load_manifest(export_dir)
     source_dir = Path(manifest.source_model)
     if not (source_dir / "config.json").is_file():
         raise ArtifactError(f"{export_dir}: its source model {source_dir} no longer exists")
     vocab, max_positions = _model_limits(source_dir)
     # Position ids start after the padding index in RoBERTa-style models, so leave a margin.
-    if max(seq_lens) > max_positions - 2:
-        raise UsageError(
-            f"sequence length {max(seq_lens)} exceeds the model's {max_positions - 2} positions"
-        )
-    models = {"student": exported}
-    teacher_vocab = vocab
-    if teacher_export is not None:
-        teacher_manifest, models["teacher"] = _load_export(teacher_export, threads)
+    limit = max_positions - 2
+    if seq_lens is None:  # the defaults that fit (a small model may take fewer positions)
+        seq_lens = tuple(s for s in DEFAULT_SEQ_LENS if s <= limit) or (limit,)
+    if max(seq_lens) > limit:
+        raise UsageError(f"sequence length {max(seq_lens)} exceeds the model's {limit} positions")
+    files = _files(export_dir, manifest, student=True)
+    teacher_dir = None
+    if teacher is not None:
+        teacher_dir = teacher_export_dir(str(teacher), manifest.backend, threads)
+        teacher_manifest = _load_manifest(teacher_dir)
         if teacher_manifest.backend != manifest.backend:
             raise UsageError(
                 f"teacher export runs on {teacher_manifest.backend}, the student on "
                 f"{manifest.backend}: compare on the same runtime"
             )
-        teacher_vocab = _model_limits(Path(teacher_manifest.source_model))[0]
-    models["student-pytorch"] = get_backend("torch").load(model_path=source_dir, threads=threads)
-    parity = check_parity(source_dir=source_dir, candidate=exported)
-    rows = _latency_rows(models, min(vocab, teacher_vocab), seq_lens, batch_sizes, runs, rounds)
+        vocab = min(vocab, _model_limits(Path(teacher_manifest.source_model))[0])
+        files = {**_files(teacher_dir, teacher_manifest, student=False), **files}
+    models = {name: _load(manifest.backend, path, threads) for name, path in files.items()}
+    deployed = models[STUDENT_INT8 if STUDENT_INT8 in models else STUDENT_FP32]
+    parity = check_parity(source_dir=source_dir, candidate=deployed)
+    fp32_parity = None
+    if STUDENT_INT8 in models:
+        fp32_parity = check_parity(source_dir=source_dir, candidate=models[STUDENT_FP32])
+    if teacher_dir is None:
+        models[STUDENT_PYTORCH] = _load("torch", source_dir, threads)
+    rows = _latency_rows(models, vocab, seq_lens, batch_sizes, runs, rounds)
+    del models  # free the runtimes before the memory and quality runs
+    scores = _quality(suite, eval_settings, export_dir, teacher_dir, files, threads)
+    summaries = tuple(
+        ModelSummary(
+            name=name,
+            backend=manifest.backend,
+            file=str(path),
+            quantization=_quantization(name, manifest, teacher_dir),
+            size_bytes=model_bytes(path),
+            memory=_memory(manifest.backend, path, max(seq_lens), threads, vocab)
+            if memory
+            else None,
+            **scores.get(name, {}),
+        )
+        for name, path in files.items()
+    )
     report = ValidationReport(
         export_dir=str(export_dir),
         parity=parity,
         latency=tuple(rows),
         cpu=cpu_model(),
         threads=threads,
-        teacher_export=str(teacher_export) if teacher_export else None,
+        teacher_export=str(teacher_dir) if teacher_dir else None,
         predicted=_predicted(profile, source_dir, seq_lens, batch_sizes),
+        models=summaries,
+        fp32_parity=fp32_parity,
+        eval_suite=suite,
     )
     report.save(export_dir / REPORT)
+    from kdcompress.report import validation_markdown
+
+    atomic_write_text(export_dir / MARKDOWN, "\n".join(validation_markdown(report)) + "\n")
     return report
+
+
+def parse_suite(name: str) -> str:
+    if name not in SUITES:
+        raise UsageError(f"unknown evaluation suite '{name}' (choose one of: {', '.join(SUITES)})")
+    return name
+
+
+def _quantization(name: str, manifest: ExportManifest, teacher_dir: Path | None) -> str:
+    if name == TEACHER and teacher_dir is not None:
+        return _load_manifest(teacher_dir).quantization
+    return manifest.quantization if name == STUDENT_INT8 else "none"
+
+
+def _memory(backend: str, path: Path, seq_len: int, threads: int, vocab: int) -> MemoryUse:
+    from kdcompress.memory import measure_memory
+
+    with status(f"Measuring the peak memory of {path.name} in a process of its own"):
+        return measure_memory(
+            backend=backend, model_path=path, seq_len=seq_len, threads=threads, vocab_size=vocab
+        )
+
+
+def _quality(
+    suite: str,
+    settings: EvalSettings | None,
+    export_dir: Path,
+    teacher_dir: Path | None,
+    files: dict[str, Path],
+    threads: int,
+) -> dict[str, dict[str, Any]]:
+    """Model name -> ModelSummary fields from the evaluation suite (scores, retention)."""
+    from kdcompress.evaluate import EvalReport, full_settings, quick_settings, run_eval
+
+    if suite == "none":
+        return {}
+    settings = settings or (quick_settings() if suite == "quick" else full_settings())
+    reference = None
+    results: dict[str, dict[str, Any]] = {}
+    if teacher_dir is not None:
+        reference = teacher_dir / f"eval-{suite}.json"
+        try:  # the teacher's scores are reused while the suite's settings are the same
+            cached = EvalReport.load(reference)
+            report = cached if cached.settings == settings else None
+        except ArtifactError:
+            report = None
+        if report is None:
+            info("Evaluating the teacher (once; kept in its export folder)")
+            report, _ = run_eval(
+                model=str(teacher_dir),
+                settings=settings,
+                output=reference,
+                overwrite=True,
+                threads=threads,
+            )
+        results[TEACHER] = _quality_fields(report, reference)
+    for name in (STUDENT_FP32, STUDENT_INT8):
+        if name not in files:
+            continue
+        info(f"Evaluating {name}")
+        path = export_dir / f"eval-{name.removeprefix('student-')}-{suite}.json"
+        report, _ = run_eval(
+            model=str(export_dir),
+            settings=settings,
+            output=path,
+            overwrite=True,
+            reference=reference,
+            threads=threads,
+            fp32=name == STUDENT_FP32,
+        )
+        results[name] = _quality_fields(report, path)
+    return results
+
+
+def _quality_fields(report: Any, path: Path) -> dict[str, Any]:
+    return {
+        "scores": {task.task: task.score for task in report.tasks},
+        "retention": report.retention.overall if report.retention else None,
+        "eval_report": str(path),
+    }
 
 
 def _latency_rows(

@@ -92,6 +92,11 @@ def test_distill_student_learns_in_memory(
     assert outcome.curve[-1].loss < outcome.curve[0].loss
     assert outcome.curve[-1].step == 20 and len(outcome.curve) == 10
     assert 0 < outcome.hidden_loss < 1.5
+    # 1 student layer of 2: L_HS = (embedding pair + layer pair) / 2; the search's layer loss
+    # is the layer pair alone, so at most twice L_HS (the embedding pair's loss is >= 0).
+    assert outcome.pairs[0].student == 0 and len(outcome.pairs) == 2
+    assert outcome.layer_loss is not None
+    assert 0 < outcome.layer_loss <= 2 * outcome.hidden_loss + 1e-6
     assert outcome.student.config.num_hidden_layers == 1
     assert outcome.sentences_seen == 20 * 4
     assert list(tmp_path.iterdir()) == []  # nothing written unless asked

@@ -55,10 +55,20 @@ def test_missing_model_and_unknown_format_are_usage_errors(tmp_path: Path) -> No
 
 
 def test_validate_measures_both_models_side_by_side(onnx_export: Path) -> None:
-    report = validate_export(export_dir=onnx_export, seq_lens=(8, 16), threads=1, runs=3, rounds=1)
-    assert report.parity.passed
+    report = validate_export(
+        export_dir=onnx_export,
+        seq_lens=(8, 16),
+        batch_sizes=(1,),
+        threads=1,
+        runs=3,
+        rounds=1,
+        memory=False,
+    )
+    assert report.parity.passed and report.fp32_parity is None
     shapes = {(row.model, row.seq_len) for row in report.latency}
-    assert shapes == {(m, s) for m in ("student", "student-pytorch") for s in (8, 16)}
+    assert shapes == {(m, s) for m in ("student-fp32", "student-pytorch") for s in (8, 16)}
+    assert report.reference == "student-pytorch" and report.speedup(1, 16) is not None
+    assert [m.name for m in report.models] == ["student-fp32"]
     assert all(row.latency.p50_ms > 0 and row.latency.threads == 1 for row in report.latency)
     assert ValidationReport.load(onnx_export / "validation.json") == report
 

@@ -96,15 +96,17 @@ def test_run_continues_from_finished_stages_then_resumes(
     assert (prepared_run / "student" / "distill.json").is_file()
     assert report.teacher_export is not None
     assert report.speedup(1, 16) is not None and report.speedup(1, 16) > 0
-    assert {r.model for r in report.latency} == {"student", "student-pytorch", "teacher"}
+    assert {r.model for r in report.latency} == {"student-fp32", "student-int8", "teacher"}
     assert [p.seq_len for p in report.predicted] == [8, 16]
-    student_eval = EvalReport.load(prepared_run / "eval-student.json")
+    int8 = report.summary("student-int8")
+    assert int8 is not None and int8.quantization == "dynamic" and int8.retention is not None
+    student_eval = EvalReport.load(Path(int8.eval_report or ""))
     assert student_eval.retention is not None and student_eval.retention.overall is not None
-    assert (prepared_run / "eval-teacher.json").is_file()
+    assert (prepared_run / "teacher-export-onnx" / "eval-quick.json").is_file()
     page = (prepared_run / "report.html").read_text()
     assert "data:image/png;base64," in page and "<table>" in page and "Distillation" in page
     markdown = (prepared_run / "report.md").read_text()
-    assert "| student |" in markdown and "| **overall** |" in markdown
+    assert "| student-int8 | dynamic |" in markdown and "retention" in markdown
 
     def fail(*_: object, **__: object) -> None:
         raise AssertionError("a finished stage ran again")

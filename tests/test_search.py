@@ -14,6 +14,7 @@ from kdcompress.artifacts import StudentArch
 from kdcompress.errors import UsageError
 from kdcompress.search import runner
 from kdcompress.search.controller import ControllerName, make_controller, mutate
+from kdcompress.search.executor import LocalExecutor
 from kdcompress.search.proxy import ProxySettings
 from kdcompress.search.reward import RewardSettings, reward
 from kdcompress.search.space import SearchSpace
@@ -64,7 +65,7 @@ def run(tmp: Path, s: runner.SearchSettings, **kwargs: object) -> list[runner.Ca
     return runner.run_episodes(
         settings=s,
         output=tmp,
-        hidden_loss=kwargs.pop("loss", fake_loss),  # type: ignore[arg-type]
+        executor=LocalExecutor(kwargs.pop("loss", fake_loss)),  # type: ignore[arg-type]
         latency_ms=fake_latency,
         teacher_latency_ms=fake_latency(StudentArch(4, 128, 2, 512)),
     )
@@ -148,9 +149,10 @@ def test_pareto_front_and_budgets() -> None:
     assert runner.recommend(candidates, "x", 0.5, 10.0).arch is None
 
 
-def test_search_end_to_end_on_a_tiny_teacher(
+def tiny_search(
     tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> runner.SearchSettings:
+    """Settings of a real (tiny) search: tiny teacher, its own profile, 16 proxy sentences."""
     from test_profile import tiny_settings
 
     from kdcompress.profile.runner import run_profile
@@ -165,7 +167,7 @@ def test_search_end_to_end_on_a_tiny_teacher(
         "kdcompress.search.proxy.proxy_sentences",
         lambda s, seed: ["hello world", "bonjour monde", "the small model", "hola mundo"] * 4,
     )
-    s = dataclasses.replace(
+    return dataclasses.replace(
         settings(episodes=2),
         teacher=str(tiny_xlmr),
         target=str(profile_path),
@@ -173,6 +175,12 @@ def test_search_end_to_end_on_a_tiny_teacher(
         proxy=ProxySettings(sentences=16, steps=2, batch_size=4, max_length=16),
         budgets_ms=(1e6, 1e-6),
     )
+
+
+def test_search_end_to_end_on_a_tiny_teacher(
+    tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = tiny_search(tiny_xlmr, tmp_path, monkeypatch)
     result = runner.run_search(settings=s, output=tmp_path / "run")
     assert len(result.ranked) == 6
     assert all(c.hidden_loss >= 0 and math.isfinite(c.reward) for c in result.ranked)
@@ -181,3 +189,32 @@ def test_search_end_to_end_on_a_tiny_teacher(
     saved = json.loads((tmp_path / "run" / runner.RESULT_FILE).read_text())
     assert saved["recommendations"][0]["arch"]["layers"] in (1, 2)
     assert (tmp_path / "run" / runner.PLOT_FILE).stat().st_size > 1000
+
+
+def test_ray_executor_gives_the_local_result(
+    tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ray = pytest.importorskip("ray")
+    s = tiny_search(tiny_xlmr, tmp_path, monkeypatch)
+    local = runner.run_search(settings=s, output=tmp_path / "local")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        on_ray = runner.run_search(settings=s, output=tmp_path / "ray", executor_name="ray")
+    finally:
+        ray.shutdown()
+
+    def by_candidate(result: runner.SearchResult) -> dict[tuple[int, str], float]:
+        return {(c.episode, c.arch_id): c.hidden_loss for c in result.ranked}
+
+    expected, got = by_candidate(local), by_candidate(on_ray)
+    assert set(got) == set(expected) and len(got) == 6
+    for key, loss in expected.items():
+        assert got[key] == pytest.approx(loss, rel=1e-4)
+    assert [r.arch for r in on_ray.recommendations] == [r.arch for r in local.recommendations]
+
+
+def test_unknown_executor_is_a_usage_error(tmp_path: Path) -> None:
+    from kdcompress.search.executor import parse_executor
+
+    with pytest.raises(UsageError, match="choose one of: local, ray"):
+        parse_executor("dask")

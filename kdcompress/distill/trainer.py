@@ -147,6 +147,8 @@ class DistillOutcome:
     world_size: int
     corpus_hash: str
     vocab_trim: VocabTrim | None = None
+    # L_HS without the embedding pair (eval mode): the search's quality, comparable across depths
+    layer_loss: float | None = None
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -326,12 +328,32 @@ class KDModule(nn.Module):
         pooled = pooled / self.pooled_variance
         total = hidden + self.settings.pooled_weight * pooled
         terms = {"hidden": hidden, "pooled": pooled}
+        if not self.training:
+            terms["layers"] = self._layer_loss(projected, batch, tokens)
         if len(self.teacher_qkv):
             relation = self._relation(batch, tokens)
             terms["relation"] = relation
             total = total + self.settings.relation_weight * relation
         terms["loss"] = total
         return terms
+
+    def _layer_loss(
+        self, projected: dict[int, Tensor], batch: TeacherBatch, tokens: Tensor | float
+    ) -> Tensor:
+        """L_HS over the transformer layers' pairs only, leaving out the embedding pair.
+
+        The embedding pair is all but solved from the teacher-initialised start, and it weighs
+        1/2 in a 1-layer student's L_HS but 1/7 in a 6-layer one's: with it, the search would
+        read shallow students as better than they are. Without it the loss compares depths.
+        """
+        layers = [p for p in self.pairs if p.student > 0]
+        return normalised_hidden_loss(
+            [projected[p.student] for p in layers],
+            [batch.hidden[p.teacher] for p in layers],
+            batch.attention_mask,
+            variances=[self.variances[p.teacher] for p in layers],
+            tokens=tokens,
+        )
 
     def _relation(self, batch: TeacherBatch, tokens: Tensor | float) -> Tensor:
         source = batch.hidden[self.relation_source]
@@ -678,6 +700,7 @@ class _Run:
             sentences_per_s=state.sentences / state.train_s if state.train_s else 0.0,
             world_size=self.env.world,
             corpus_hash=cache.meta.sentences_hash,
+            layer_loss=losses["layers"],
             vocab_trim=trim,
         )
 

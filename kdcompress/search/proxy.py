@@ -55,7 +55,9 @@ class ProxyEvaluator:
         )
 
     def hidden_loss(self, arch: StudentArch) -> float:
-        """Normalised hidden-state loss of ``arch`` after its proxy distillation."""
+        """Normalised hidden-state loss L_HS of ``arch`` after its proxy distillation, over the
+        Uniform+Last pairs of its transformer layers (the embedding pair left out, so that
+        students of different depths compare fairly)."""
         from kdcompress.distill import distill_student
 
         outcome = distill_student(
@@ -70,4 +72,5 @@ class ProxyEvaluator:
             cache=self.cache,
             eval_sentences=min(128, len(self.sentences)),
         )
-        return float(outcome.hidden_loss)
+        assert outcome.layer_loss is not None
+        return float(outcome.layer_loss)

@@ -23,6 +23,13 @@ from kdcompress.artifacts import Artifact, StudentArch, atomic_write_text
 from kdcompress.console import info, progress, warn
 from kdcompress.errors import ArtifactError, OutputExistsError, UsageError
 from kdcompress.search.controller import Controller, Observation, make_controller
+from kdcompress.search.executor import (
+    Executor,
+    ExecutorName,
+    LocalExecutor,
+    RayExecutor,
+    parse_executor,
+)
 from kdcompress.search.proxy import ProxySettings
 from kdcompress.search.reward import RewardSettings, reward
 from kdcompress.search.space import SearchSpace
@@ -187,7 +194,6 @@ def sample_pool(
     return rng.sample(available, min(size, len(available)))
 
 
-Evaluate = Callable[[StudentArch], float]
 Predict = Callable[[StudentArch], float]
 
 
@@ -195,7 +201,7 @@ def run_episodes(
     *,
     settings: SearchSettings,
     output: Path,
-    hidden_loss: Evaluate,
+    executor: Executor,
     latency_ms: Predict,
     teacher_latency_ms: float,
 ) -> list[Candidate]:
@@ -215,41 +221,44 @@ def run_episodes(
             pool = sample_pool(settings.space, settings.pool, rng, seen)
             chosen = controller.select(pool, settings.candidates, episode, rng)
             done_here = {c.arch: c for c in candidates if c.episode == episode}
-            observed = []
-            for index, arch in enumerate(chosen):
+            pending = [arch for arch in chosen if arch not in done_here]
+            bar.update(
+                task,
+                description=f"episode {episode + 1}/{settings.episodes}, best reward {best:.4f}",
+            )
+            for arch, loss, wall_s in executor.run(pending):
+                candidate = _candidate(
+                    arch, episode, loss, wall_s, latency_ms, teacher_latency_ms, settings
+                )
+                append_candidate(output / CANDIDATES_FILE, candidate)
+                candidates.append(candidate)
+                done_here[arch] = candidate
+                best = max(best, candidate.reward) if best == best else candidate.reward
                 bar.update(
                     task,
+                    advance=1,
                     description=(
-                        f"episode {episode + 1}/{settings.episodes}, candidate {index + 1}/"
-                        f"{len(chosen)}, best reward {best:.4f}"
+                        f"episode {episode + 1}/{settings.episodes}, best reward {best:.4f}"
                     ),
                 )
-                candidate = done_here.get(arch)
-                if candidate is None:
-                    candidate = _evaluate(
-                        arch, episode, hidden_loss, latency_ms, teacher_latency_ms, settings
-                    )
-                    append_candidate(output / CANDIDATES_FILE, candidate)
-                    candidates.append(candidate)
-                    bar.advance(task)
-                observed.append(Observation(arch, candidate.reward, episode))
-                best = max(best, candidate.reward) if best == best else candidate.reward
+            # Observed in the order chosen, whichever finished first: the same seed gives the
+            # same controller on every executor.
+            observed = [Observation(a, done_here[a].reward, episode) for a in chosen]
             torch.manual_seed(settings.seed + episode)
             controller.observe(observed)
             _save_controller(output, controller, episode + 1)
     return candidates
 
 
-def _evaluate(
+def _candidate(
     arch: StudentArch,
     episode: int,
-    hidden_loss: Evaluate,
+    loss: float,
+    wall_s: float,
     latency_ms: Predict,
     teacher_latency_ms: float,
     settings: SearchSettings,
 ) -> Candidate:
-    start = time.perf_counter()
-    loss = hidden_loss(arch)
     latency = latency_ms(arch)
     value = reward(
         hidden_loss=loss,
@@ -257,7 +266,7 @@ def _evaluate(
         teacher_latency_ms=teacher_latency_ms,
         settings=settings.reward,
     )
-    return Candidate(episode, arch, arch.arch_id, latency, loss, value, time.perf_counter() - start)
+    return Candidate(episode, arch, arch.arch_id, latency, loss, value, wall_s)
 
 
 # ----------------------------------------------------------------------------- results
@@ -379,8 +388,14 @@ def run_search(
     resume: bool = False,
     overwrite: bool = False,
     strict: bool = False,
+    executor_name: str = "local",
+    ray_address: str | None = None,
 ) -> SearchResult:
-    """Run (or resume) a KD-NAS search and write its artifacts into ``output``."""
+    """Run (or resume) a KD-NAS search and write its artifacts into ``output``.
+
+    ``executor_name`` ray runs each episode's proxy distillations as Ray tasks (a local Ray
+    instance, or the cluster at ``ray_address``); the result is the same as local's.
+    """
     from kdcompress.models import resolve_model
     from kdcompress.profile.predictor import LatencyModel
     from kdcompress.profile.runner import load_profile
@@ -404,10 +419,20 @@ def run_search(
         cache_path=output / "teacher-cache",
         seed=settings.seed,
     )
+    executor: Executor = LocalExecutor(proxy.hidden_loss)
+    if parse_executor(executor_name) is ExecutorName.RAY:
+        executor = RayExecutor(
+            teacher_dir=teacher_dir,
+            settings=settings.proxy,
+            cache_path=output / "teacher-cache",
+            seed=settings.seed,
+            sentences=proxy.sentences,
+            address=ray_address,
+        )
     candidates = run_episodes(
         settings=settings,
         output=output,
-        hidden_loss=proxy.hidden_loss,
+        executor=executor,
         latency_ms=lambda arch: latency_model.predict_ms(arch, seq_len=settings.seq_len),
         teacher_latency_ms=teacher_ms,
     )

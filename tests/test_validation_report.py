@@ -1,0 +1,128 @@
+"""Validation against a teacher (size, memory, quality, retention) and the int8 quality gate.
+
+The evaluation data are the tiny fakes of test_evaluate, so the suite runs in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_evaluate import SETTINGS, cache, fake_cache  # noqa: F401 - fixtures used by name
+from test_quantize import fake_sentences, options
+
+from kdcompress import quantize as quantize_module
+from kdcompress.artifacts import ValidationReport
+from kdcompress.errors import ArtifactError
+from kdcompress.export import ExportFormat, export_model
+from kdcompress.memory import measure_memory
+from kdcompress.quantize import Int8ParityError, Quantization
+from kdcompress.validate import validate_export
+
+
+@pytest.fixture
+def quick_suite(monkeypatch: pytest.MonkeyPatch, cache: Path) -> Path:  # noqa: F811
+    monkeypatch.setattr("kdcompress.evaluate.quick_settings", lambda: SETTINGS)
+    monkeypatch.setattr("kdcompress.corpus.iter_sentences", fake_sentences)
+    return cache
+
+
+def _scramble(path: Path) -> None:
+    """Break a model without breaking its graph: shuffle the values of every weight tensor."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        values = numpy_helper.to_array(init)
+        if values.size > 16:
+            shuffled = rng.permutation(values.ravel()).reshape(values.shape)
+            init.CopyFrom(numpy_helper.from_array(shuffled, init.name))
+    onnx.save(model, str(path))
+
+
+def test_quality_gate_rejects_a_broken_int8_model_and_writes_nothing(
+    quick_suite: Path, tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = quantize_module._OnnxRuntimeInt8.quantize
+
+    def broken(self: object, plan: object, target: Path, *args: object) -> None:
+        real(self, plan, target, *args)  # type: ignore[arg-type]
+        _scramble(target)
+
+    monkeypatch.setattr(quantize_module._OnnxRuntimeInt8, "quantize", broken)
+    # Parity alone would let it through (gate -1): only the quality gate can catch it.
+    gated = options(Quantization.DYNAMIC, min_int8_cosine=-1.0, max_quality_drop=5.0)
+    with pytest.raises(Int8ParityError, match=r"quality drop \d+\.\d% .*gate 5%"):
+        export_model(
+            model=str(tiny_xlmr), fmt=ExportFormat.ONNX, output=tmp_path / "o", quantize=gated
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quality_gate_keeps_a_sound_int8_model_and_records_the_drop(
+    quick_suite: Path, tiny_xlmr: Path, tmp_path: Path
+) -> None:
+    gated = options(Quantization.DYNAMIC, max_quality_drop=20.0, speed_check=False)
+    manifest = export_model(
+        model=str(tiny_xlmr), fmt=ExportFormat.ONNX, output=tmp_path / "o", quantize=gated
+    )
+    assert manifest.int8 is not None
+    accepted = [a for a in manifest.int8.attempts if a.accepted]
+    assert len(accepted) == 1 and accepted[0].quality is not None
+    quality = accepted[0].quality
+    assert set(quality.fp32_scores) == {"retrieval", "imdb", "zh-inews"}
+    assert quality.passed and quality.drop_pct <= 20.0
+
+
+def test_validation_against_a_teacher_reports_size_memory_and_quality(
+    quick_suite: Path, tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "student"
+    export_model(
+        model=str(tiny_xlmr),
+        fmt=ExportFormat.ONNX,
+        output=out,
+        threads=1,
+        quantize=options(Quantization.DYNAMIC, speed_check=False),
+    )
+    kwargs = {"seq_lens": (8, 16), "batch_sizes": (1, 4), "threads": 1, "runs": 3, "rounds": 1}
+    # The teacher is named as a model: exported to the same runtime once, into the cache.
+    report = validate_export(export_dir=out, teacher=str(tiny_xlmr), quality="quick", **kwargs)
+    assert {m.name for m in report.models} == {"teacher", "student-fp32", "student-int8"}
+    assert {r.model for r in report.latency} == {"teacher", "student-fp32", "student-int8"}
+    assert {(r.batch, r.seq_len) for r in report.latency} == {(1, 8), (1, 16), (4, 8), (4, 16)}
+    teacher, fp32, int8 = (report.summary(n) for n in ("teacher", "student-fp32", "student-int8"))
+    assert teacher and fp32 and int8
+    assert int8.size_bytes < fp32.size_bytes == teacher.size_bytes  # the same model, fp32
+    for model in (teacher, fp32, int8):
+        assert model.memory is not None and model.memory.peak_mib > model.memory.runtime_mib > 0
+        assert set(model.scores) == {"retrieval", "imdb", "zh-inews"}
+    # The "student" here is the teacher itself: a retention that is not 100% would be a bug.
+    assert fp32.retention == pytest.approx(1.0, abs=1e-9)
+    assert int8.retention is not None and int8.retention > 0
+    assert report.fp32_parity is not None and report.fp32_parity.passed
+    assert ValidationReport.load(out / "validation.json") == report
+    markdown = (out / "validation.md").read_text()
+    assert "| student-int8 | dynamic |" in markdown and "speedup vs teacher" in markdown
+
+    def fail(**_: object) -> None:
+        raise AssertionError("the cached teacher export or its evaluation was redone")
+
+    monkeypatch.setattr("kdcompress.export.export_model", fail)
+    teacher_dir = Path(report.teacher_export or "")
+    evaluated = (teacher_dir / "eval-quick.json").stat().st_mtime_ns
+    again = validate_export(export_dir=out, teacher=str(tiny_xlmr), quality="quick", **kwargs)
+    assert again.teacher_export == report.teacher_export
+    assert (teacher_dir / "eval-quick.json").stat().st_mtime_ns == evaluated
+
+
+def test_memory_probe_of_a_corrupt_model_is_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"\x00garbage")
+    with pytest.raises(ArtifactError, match=r"measuring the memory of .*model\.onnx failed"):
+        measure_memory(
+            backend="onnxruntime", model_path=broken, seq_len=8, threads=1, vocab_size=10
+        )
