@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -37,9 +37,6 @@ from kdcompress.encoding import (
 from kdcompress.errors import ArtifactError, UsageError
 from kdcompress.hardware import cpu_model, physical_cores
 from kdcompress.quantize import model_bytes
-
-if TYPE_CHECKING:
-    from kdcompress.evaluate import EvalSettings
 
 REPORT = "validation.json"
 MARKDOWN = "validation.md"
@@ -139,7 +136,6 @@ def validate_export(
     runs: int = 30,
     rounds: int = 3,
     quality: str = "none",
-    eval_settings: EvalSettings | None = None,
     memory: bool = True,
 ) -> ValidationReport:
     """Parity, side-by-side latency, size, memory and quality of an export in one report.
@@ -187,7 +183,7 @@ def validate_export(
         models[STUDENT_PYTORCH] = _load("torch", source_dir, threads)
     rows = _latency_rows(models, vocab, seq_lens, batch_sizes, runs, rounds)
     del models  # free the runtimes before the memory and quality runs
-    scores = _quality(suite, eval_settings, export_dir, teacher_dir, files, threads)
+    scores = _quality(suite, export_dir, teacher_dir, files, threads)
     summaries = tuple(
         ModelSummary(
             name=name,
@@ -244,7 +240,6 @@ def _memory(backend: str, path: Path, seq_len: int, threads: int, vocab: int) ->
 
 def _quality(
     suite: str,
-    settings: EvalSettings | None,
     export_dir: Path,
     teacher_dir: Path | None,
     files: dict[str, Path],
@@ -255,7 +250,7 @@ def _quality(
 
     if suite == "none":
         return {}
-    settings = settings or (quick_settings() if suite == "quick" else full_settings())
+    settings = quick_settings() if suite == "quick" else full_settings()
     reference = None
     results: dict[str, dict[str, Any]] = {}
     if teacher_dir is not None:

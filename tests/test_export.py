@@ -88,3 +88,53 @@ def test_validate_rejects_corrupt_exports(onnx_export: Path, tmp_path: Path) -> 
     (broken / "model.onnx").write_bytes(b"\x00garbage")
     with pytest.raises(ArtifactError, match="cannot load"):
         validate_export(export_dir=broken, seq_lens=(8,), threads=1)
+
+
+def _tiny_of_type(tiny_bert: Path, folder: Path, model_type: str, **shape: int) -> Path:
+    """A random-init encoder of ``model_type`` with the tiny BERT tokenizer beside it."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    folder.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy2(tiny_bert / name, folder / name)
+    vocab = json.loads((tiny_bert / "config.json").read_text())["vocab_size"]
+    config = AutoConfig.for_model(model_type, vocab_size=vocab, max_position_embeddings=80, **shape)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).eval().save_pretrained(folder)
+    return folder
+
+
+BERT_SHAPE = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+}
+USER_ENCODERS = {
+    "roberta": BERT_SHAPE,
+    "mpnet": BERT_SHAPE,
+    "distilbert": {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64},
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(USER_ENCODERS))
+def test_common_user_encoders_export_with_parity(
+    tiny_bert: Path, tmp_path: Path, model_type: str
+) -> None:
+    model = _tiny_of_type(tiny_bert, tmp_path / model_type, model_type, **USER_ENCODERS[model_type])
+    manifest = export_model(
+        model=str(model), fmt=ExportFormat.ONNX, output=tmp_path / "out", threads=1
+    )
+    assert manifest.parity.passed and manifest.parity.max_abs_diff <= 1e-4
+
+
+def test_unsupported_model_type_is_named_and_leaves_nothing(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    model = _tiny_of_type(tiny_bert, tmp_path / "mra", "mra", **BERT_SHAPE)
+    with pytest.raises(ExportFailedError, match="cannot export model type 'mra'"):
+        export_model(model=str(model), fmt=ExportFormat.ONNX, output=tmp_path / "out", threads=1)
+    assert not (tmp_path / "out").exists()
