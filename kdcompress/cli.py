@@ -231,14 +231,7 @@ def search(
         raise UsageError("--ray-address needs --executor ray")
     if resume is not None:
         settings = SearchSettings.load(resume / SETTINGS_FILE)
-        result = run_search(
-            settings=settings,
-            output=resume,
-            resume=True,
-            strict=strict,
-            executor_name=executor_name,
-            ray_address=ray_address,
-        )
+        output = resume
     else:
         if target is None or output is None:
             raise UsageError("--target and --output are required (or --resume RUN_DIR)")
@@ -260,14 +253,15 @@ def search(
             space=load_space(space),
             budgets_ms=tuple(latency_budget_ms or ()),
         )
-        result = run_search(
-            settings=settings,
-            output=output,
-            overwrite=overwrite,
-            strict=strict,
-            executor_name=executor_name,
-            ray_address=ray_address,
-        )
+    result = run_search(
+        settings=settings,
+        output=output,
+        resume=resume is not None,
+        overwrite=overwrite and resume is None,
+        strict=strict,
+        executor_name=executor_name,
+        ray_address=ray_address,
+    )
     search_summary(result)
 
 
