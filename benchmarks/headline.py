@@ -21,6 +21,7 @@ One run, every stage resumable (re-run the same command after an interruption):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -332,6 +333,12 @@ def main() -> None:
         target_speedup=args.speedup,
     )
     students = pick_students(run_dir, args, plan)
+    record = {"kdnas": students.kdnas, "baseline": students.baseline}
+    choice = {name: dataclasses.asdict(arch) for name, arch in record.items()}
+    atomic_write_text(
+        run_dir / "students.json",
+        json.dumps({**choice, "why_baseline": students.why_baseline}, indent=2) + "\n",
+    )
     kdnas_dir = distill(run_dir, "student-kdnas", students.kdnas, args)
     baseline_dir = distill(run_dir, "student-baseline", students.baseline, args)
     info(f"distillation done in {(time.perf_counter() - started) / 60:.1f} min")

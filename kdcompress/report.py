@@ -115,7 +115,7 @@ def _ms(value: float | None) -> str:
 
 def validation_summary(report: ValidationReport) -> tuple[list[str], list[list[str]]]:
     """Header and one row per model: size, memory, latency, throughput, speedup, quality."""
-    tasks = sorted({task for m in report.models for task in m.scores})
+    tasks = list(dict.fromkeys(task for m in report.models for task in m.scores))  # suite order
     seq_lens = sorted({row.seq_len for row in report.latency})
     widest, longest = max(row.batch for row in report.latency), seq_lens[-1]
     compared = report.teacher_export is not None
