@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,9 @@ def teacher_export_dir(teacher: str, backend: str, threads: int) -> Path:
     if given.is_dir():  # a local folder: the same name in two places must not collide
         digest = hashlib.sha256(str(given.resolve()).encode()).hexdigest()[:8]
         slug = f"{given.resolve().name}-{digest}"
-    backend_obj = get_backend(backend)
-    target = cache_dir() / "teacher-exports" / f"{slug}-{backend}-{backend_obj.version()}"
+    # Version strings may hold slashes (OpenVINO's build tag): keep the folder name flat.
+    version = re.sub(r"[^A-Za-z0-9._-]+", "_", get_backend(backend).version())
+    target = cache_dir() / "teacher-exports" / f"{slug}-{backend}-{version}"
     if not (target / MANIFEST).is_file():
         export_model(
             model=teacher,
@@ -245,47 +247,61 @@ def _quality(
     files: dict[str, Path],
     threads: int,
 ) -> dict[str, dict[str, Any]]:
-    """Model name -> ModelSummary fields from the evaluation suite (scores, retention)."""
-    from kdcompress.evaluate import EvalReport, full_settings, quick_settings, run_eval
+    """Model name -> ModelSummary fields from the evaluation suite (scores, retention).
+
+    An evaluation already written for the same model file (and settings) is reused: quality
+    does not change between validations, so re-measuring latency on a quiet machine is fast.
+    """
+    from kdcompress.evaluate import full_settings, quick_settings, run_eval
 
     if suite == "none":
         return {}
     settings = quick_settings() if suite == "quick" else full_settings()
+    # (model, folder to evaluate, where its report goes, the report its retention uses)
+    jobs: list[tuple[str, Path, Path, Path | None]] = []
     reference = None
-    results: dict[str, dict[str, Any]] = {}
     if teacher_dir is not None:
         reference = teacher_dir / f"eval-{suite}.json"
-        try:  # the teacher's scores are reused while the suite's settings are the same
-            cached = EvalReport.load(reference)
-            report = cached if cached.settings == settings else None
-        except ArtifactError:
-            report = None
-        if report is None:
-            info("Evaluating the teacher (once; kept in its export folder)")
-            report, _ = run_eval(
-                model=str(teacher_dir),
-                settings=settings,
-                output=reference,
-                overwrite=True,
-                threads=threads,
-            )
-        results[TEACHER] = _quality_fields(report, reference)
+        jobs.append((TEACHER, teacher_dir, reference, None))
     for name in (STUDENT_FP32, STUDENT_INT8):
-        if name not in files:
-            continue
-        info(f"Evaluating {name}")
-        path = export_dir / f"eval-{name.removeprefix('student-')}-{suite}.json"
-        report, _ = run_eval(
-            model=str(export_dir),
-            settings=settings,
-            output=path,
-            overwrite=True,
-            reference=reference,
-            threads=threads,
-            fp32=name == STUDENT_FP32,
-        )
+        if name in files:
+            path = export_dir / f"eval-{name.removeprefix('student-')}-{suite}.json"
+            jobs.append((name, export_dir, path, reference))
+    results: dict[str, dict[str, Any]] = {}
+    for name, folder, path, compared_with in jobs:
+        report = _earlier_eval(path, settings, files[name], compared_with)
+        if report is None:
+            info(f"Evaluating {name} ({suite} suite)")
+            report, _ = run_eval(
+                model=str(folder),
+                settings=settings,
+                output=path,
+                overwrite=True,
+                reference=compared_with,
+                threads=threads,
+                fp32=name == STUDENT_FP32,
+            )
         results[name] = _quality_fields(report, path)
     return results
+
+
+def _earlier_eval(
+    path: Path, settings: Any, model_file: Path, reference: Path | None
+) -> Any | None:
+    """The evaluation at ``path`` if it scored this very file, with these settings, after the
+    file was last written (and after its reference, whose scores its retention used)."""
+    from kdcompress.evaluate import EvalReport
+
+    try:
+        report = EvalReport.load(path)
+    except ArtifactError:
+        return None
+    written = path.stat().st_mtime
+    newer = written > model_file.stat().st_mtime and (
+        reference is None or written > reference.stat().st_mtime
+    )
+    same_file = Path(report.model_path) == model_file.parent.resolve()
+    return report if newer and same_file and report.settings == settings else None
 
 
 def _quality_fields(report: Any, path: Path) -> dict[str, Any]:
