@@ -177,7 +177,9 @@ def validate_export(
         files = {**_files(teacher_dir, teacher_manifest, student=False), **files}
     models = {name: _load(manifest.backend, path, threads) for name, path in files.items()}
     deployed = models[STUDENT_INT8 if STUDENT_INT8 in models else STUDENT_FP32]
-    parity = check_parity(source_dir=source_dir, candidate=deployed)
+    # The deployed file is held to the gate it was exported under (looser for int8).
+    gate = manifest.parity.min_cosine_required
+    parity = check_parity(source_dir=source_dir, candidate=deployed, min_cosine=gate)
     fp32_parity = None
     if STUDENT_INT8 in models:
         fp32_parity = check_parity(source_dir=source_dir, candidate=models[STUDENT_FP32])
@@ -288,8 +290,9 @@ def _quality(
 def _earlier_eval(
     path: Path, settings: Any, model_file: Path, reference: Path | None
 ) -> Any | None:
-    """The evaluation at ``path`` if it scored this very file, with these settings, after the
-    file was last written (and after its reference, whose scores its retention used)."""
+    """The evaluation at ``path`` (kept in the folder of the model it scored) if it was made
+    with these settings after the file was last written, and after its reference, whose
+    scores its retention used."""
     from kdcompress.evaluate import EvalReport
 
     try:
@@ -300,8 +303,7 @@ def _earlier_eval(
     newer = written > model_file.stat().st_mtime and (
         reference is None or written > reference.stat().st_mtime
     )
-    same_file = Path(report.model_path) == model_file.parent.resolve()
-    return report if newer and same_file and report.settings == settings else None
+    return report if newer and report.settings == settings else None
 
 
 def _quality_fields(report: Any, path: Path) -> dict[str, Any]:
