@@ -124,7 +124,13 @@ def export_model(
 
 
 def _export(backend: Backend, *, model_dir: Path, output_dir: Path) -> Path:
-    """Run a backend's export, turning the exporters' 'unsupported model' errors into one line."""
+    """Run a backend's export, turning the exporters' 'unsupported model' errors into one line.
+
+    There is deliberately no fallback to a plain ``torch.onnx.export`` trace for model types
+    optimum refuses: on the encoders it refuses that transformers can build (LUKE, YOSO, MRA,
+    FNet), tracing either failed or baked the traced sequence length into the graph (outputs off
+    by 2.2-2.4 at another length), so it would turn a clear refusal into a parity failure.
+    """
     import json
 
     try:
