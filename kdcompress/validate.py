@@ -83,10 +83,21 @@ def _load_manifest(export_dir: Path) -> ExportManifest:
     return ExportManifest.load(export_dir / MANIFEST)
 
 
-def _files(export_dir: Path, manifest: ExportManifest, *, student: bool) -> dict[str, Path]:
-    """Model name -> file: the teacher's deployed file, or the student's fp32 (and int8)."""
-    if not student:
-        return {TEACHER: export_dir / manifest.model_file}
+def _teacher(teacher: str, student: ExportManifest, threads: int) -> tuple[Path, Path, int]:
+    """The teacher's export folder on the student's runtime, its deployed file, its vocab."""
+    folder = teacher_export_dir(teacher, student.backend, threads)
+    manifest = _load_manifest(folder)
+    if manifest.backend != student.backend:
+        raise UsageError(
+            f"teacher export runs on {manifest.backend}, the student on {student.backend}: "
+            "compare on the same runtime"
+        )
+    vocab = _model_limits(Path(manifest.source_model))[0]
+    return folder, folder / manifest.model_file, vocab
+
+
+def _student_files(export_dir: Path, manifest: ExportManifest) -> dict[str, Path]:
+    """Model name -> file: the student's fp32 file, and its int8 file when quantized."""
     files = {STUDENT_FP32: export_dir / (manifest.fp32_file or manifest.model_file)}
     if manifest.quantization != "none":
         files[STUDENT_INT8] = export_dir / manifest.model_file
@@ -163,18 +174,12 @@ def validate_export(
         seq_lens = tuple(s for s in DEFAULT_SEQ_LENS if s <= limit) or (limit,)
     if max(seq_lens) > limit:
         raise UsageError(f"sequence length {max(seq_lens)} exceeds the model's {limit} positions")
-    files = _files(export_dir, manifest, student=True)
+    files = _student_files(export_dir, manifest)
     teacher_dir = None
     if teacher is not None:
-        teacher_dir = teacher_export_dir(str(teacher), manifest.backend, threads)
-        teacher_manifest = _load_manifest(teacher_dir)
-        if teacher_manifest.backend != manifest.backend:
-            raise UsageError(
-                f"teacher export runs on {teacher_manifest.backend}, the student on "
-                f"{manifest.backend}: compare on the same runtime"
-            )
-        vocab = min(vocab, _model_limits(Path(teacher_manifest.source_model))[0])
-        files = {**_files(teacher_dir, teacher_manifest, student=False), **files}
+        teacher_dir, teacher_file, teacher_vocab = _teacher(str(teacher), manifest, threads)
+        files = {TEACHER: teacher_file, **files}
+        vocab = min(vocab, teacher_vocab)  # synthetic token ids must exist in both
     models = {name: _load(manifest.backend, path, threads) for name, path in files.items()}
     deployed = models[STUDENT_INT8 if STUDENT_INT8 in models else STUDENT_FP32]
     # The deployed file is held to the gate it was exported under (looser for int8).
