@@ -73,6 +73,7 @@ def parse() -> argparse.Namespace:
 
 @dataclass(frozen=True)
 class Students:
+    teacher: StudentArch
     kdnas: StudentArch
     baseline: StudentArch
     why_baseline: str
@@ -115,7 +116,7 @@ def pick_students(run_dir: Path, args: argparse.Namespace, plan: BudgetPlan) -> 
         f"KD-NAS {label}: {kdnas.describe()} ({goal:.2f} ms predicted); hand-picked: "
         f"{baseline.describe()} ({why}, {predicted(baseline):.2f} ms predicted)"
     )
-    return Students(kdnas, baseline, why)
+    return Students(result.teacher_arch, kdnas, baseline, why)
 
 
 def distill(run_dir: Path, name: str, arch: StudentArch, args: argparse.Namespace) -> Path:
@@ -154,8 +155,11 @@ def export_and_validate(
     fmt: ExportFormat = format_for_backend(args.backend)
     options = QuantizeOptions(mode=parse_quantization(args.quantize), seed=args.seed)
     out = export_stage(str(student), run_dir / f"export-{name}", fmt, args.threads, options)
+    suite = "quick" if args.quick_eval else "full"
     try:
-        return ValidationReport.load(out / REPORT)
+        earlier = ValidationReport.load(out / REPORT)
+        if earlier.eval_suite == suite and earlier.teacher_export is not None:
+            return earlier
     except ArtifactError:
         pass
     return validate_export(
@@ -163,7 +167,7 @@ def export_and_validate(
         teacher=args.teacher,
         profile=args.target,
         threads=args.threads,
-        quality="quick" if args.quick_eval else "full",
+        quality=suite,
     )
 
 
@@ -227,7 +231,7 @@ def headline_markdown(
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
-        _row("teacher", "12L x 384", teacher, kdnas),
+        _row("teacher", students.teacher.describe(), teacher, kdnas),
     ]
     for label, arch, report in (
         ("KD-NAS", students.kdnas.describe(), kdnas),

@@ -787,6 +787,14 @@ def _score(
     return evaluate_suite(embedder, plan, settings)
 
 
+def check_data(suite: str) -> None:
+    """Load the data of the quick or full suite once, so that a missing asset fails early."""
+    settings = quick_settings() if suite == "quick" else full_settings()
+    check_settings(settings)
+    with status("Checking the evaluation data"):
+        _Plan(retrieval_pairs(settings), load_imdb(settings), load_zh_inews(settings))
+
+
 def score_model_file(
     *,
     model_dir: Path,

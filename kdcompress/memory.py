@@ -42,12 +42,19 @@ def measure_memory(
     """Start a clean process that loads and runs ``model_path`` and read its peak RSS."""
     command = [sys.executable, "-m", "kdcompress.memory", backend, str(model_path)]
     numbers = [str(seq_len), str(threads), str(vocab_size)]
-    done = subprocess.run([*command, *numbers], capture_output=True, text=True, timeout=600)
+    try:
+        done = subprocess.run([*command, *numbers], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired as exc:
+        raise ArtifactError(f"measuring the memory of {model_path} took over 600 s") from exc
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ArtifactError(f"measuring the memory of {model_path} failed: {last}")
-    data = json.loads(done.stdout.strip().splitlines()[-1])
-    return MemoryUse(**data)
+    try:
+        return MemoryUse(**json.loads(done.stdout.strip().splitlines()[-1]))
+    except (IndexError, ValueError, TypeError) as exc:
+        raise ArtifactError(
+            f"measuring the memory of {model_path} failed: unreadable probe output"
+        ) from exc
 
 
 def _probe(

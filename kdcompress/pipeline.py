@@ -164,10 +164,17 @@ def export_stage(
     threads: int | None,
     quantize: QuantizeOptions | None = None,
 ) -> Path:
+    asked = quantize.mode.value if quantize is not None else "none"
     if _done(out / MANIFEST, ExportManifest):
-        info(f"[dim]export: done earlier ({out})[/]")
-    else:
-        export_model(model=model, fmt=fmt, output=out, threads=threads, quantize=quantize)
+        manifest = ExportManifest.load(out / MANIFEST)
+        made = manifest.int8.requested if manifest.int8 is not None else "none"
+        if made == asked:
+            info(f"[dim]export: done earlier ({out})[/]")
+            return out
+        warn(f"{out} was exported with quantization '{made}', not '{asked}': exporting again")
+    export_model(
+        model=model, fmt=fmt, output=out, threads=threads, quantize=quantize, overwrite=True
+    )
     return out
 
 

@@ -573,11 +573,12 @@ def _skip_reason(layers: int, found: set[str]) -> str:
 
 def _no_plan_message(attempts: Sequence[Int8Attempt], gate: float) -> str:
     tried = "; ".join(_attempt_summary(a) for a in attempts)
-    lost = "quality or parity" if any(a.quality for a in attempts) else "parity"
-    return (
-        f"int8 lost too much {lost} (--min-int8-cosine {gate}) even after falling back: "
-        f"{tried}; nothing was written"
-    )
+    gates = f"--min-int8-cosine {gate}"
+    if any(a.quality for a in attempts):
+        gates += (
+            f", --max-quality-drop {next(a.quality for a in attempts if a.quality).max_drop_pct:g}%"
+        )
+    return f"int8 lost too much ({gates}) even after falling back: {tried}; nothing was written"
 
 
 def _attempt_summary(attempt: Int8Attempt) -> str:

@@ -34,7 +34,8 @@ def validation_tables(report: ValidationReport) -> None:
 
     parity_table(report.parity)
     header, rows = validation_summary(report)
-    title = f"Validation, {report.threads} threads, {report.cpu} (latency at batch 1)"
+    first = min(row.batch for row in report.latency)
+    title = f"Validation, {report.threads} threads, {report.cpu} (latency at batch {first})"
     table = Table(title=title)
     for column in header:
         table.add_column(column, justify="right")

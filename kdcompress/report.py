@@ -117,7 +117,8 @@ def validation_summary(report: ValidationReport) -> tuple[list[str], list[list[s
     """Header and one row per model: size, memory, latency, throughput, speedup, quality."""
     tasks = list(dict.fromkeys(task for m in report.models for task in m.scores))  # suite order
     seq_lens = sorted({row.seq_len for row in report.latency})
-    widest, longest = max(row.batch for row in report.latency), seq_lens[-1]
+    batches = sorted({row.batch for row in report.latency})
+    first, widest, longest = batches[0], batches[-1], seq_lens[-1]
     compared = report.teacher_export is not None
     header = [
         "model",
@@ -126,7 +127,7 @@ def validation_summary(report: ValidationReport) -> tuple[list[str], list[list[s
         "peak RSS (model)",
         *(f"p50 ms seq {s}" for s in seq_lens),
         f"p90 ms seq {longest}",
-        *([f"sentences/s batch {widest}"] if widest > 1 else []),
+        *([f"sentences/s batch {widest}"] if widest > first else []),
         f"speedup vs {report.reference}",
         *tasks,
         *(["retention"] if compared and tasks else []),
@@ -137,24 +138,24 @@ def validation_summary(report: ValidationReport) -> tuple[list[str], list[list[s
             (
                 r.latency.p90_ms
                 for r in report.latency
-                if (r.model, r.batch, r.seq_len) == (model.name, 1, longest)
+                if (r.model, r.batch, r.seq_len) == (model.name, first, longest)
             ),
             None,
         )
         memory = model.memory
         throughput = report.p50(model.name, widest, longest)
-        speedup = report.speedup(1, longest, model.name)
+        speedup = report.speedup(first, longest, model.name)
         rows.append(
             [
                 model.name,
                 model.quantization,
                 _mib(model.size_bytes),
                 f"{memory.peak_mib:.0f} MiB ({memory.model_mib:.0f})" if memory else "",
-                *(_ms(report.p50(model.name, 1, s)) for s in seq_lens),
+                *(_ms(report.p50(model.name, first, s)) for s in seq_lens),
                 _ms(p90),
                 *(
                     [f"{widest * 1000 / throughput:.1f}" if throughput else ""]
-                    if widest > 1
+                    if widest > first
                     else []
                 ),
                 f"{speedup:.2f}x" if speedup else "",
@@ -173,11 +174,12 @@ def validation_markdown(report: ValidationReport, *, heading: str | None = None)
     """The validation as Markdown: one summary row per model, then every latency measured."""
     header, rows = validation_summary(report)
     longest = max(row.seq_len for row in report.latency)
+    first = min(row.batch for row in report.latency)
     lines = [
         f"## Validation{f' ({heading})' if heading else ''}",
         "",
-        f"`{report.export_dir}`: {report.threads} threads, {report.cpu}; latency at batch 1 "
-        "unless stated, every model timed in turns in one process.",
+        f"`{report.export_dir}`: {report.threads} threads, {report.cpu}; latency at batch "
+        f"{first} unless stated, every model timed in turns in one process.",
         "",
         _parity_line("deployed file", report.parity),
     ]

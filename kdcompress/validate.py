@@ -26,7 +26,7 @@ from kdcompress.artifacts import (
 )
 from kdcompress.backends import LoadedModel, get_backend
 from kdcompress.backends.base import compare_latency
-from kdcompress.console import info, progress, status
+from kdcompress.console import info, progress, status, warn
 from kdcompress.encoding import (
     SAMPLE_SENTENCES,
     load_tokenizer,
@@ -92,8 +92,10 @@ def _teacher(teacher: str, student: ExportManifest, threads: int) -> tuple[Path,
             f"teacher export runs on {manifest.backend}, the student on {student.backend}: "
             "compare on the same runtime"
         )
-    vocab = _model_limits(Path(manifest.source_model))[0]
-    return folder, folder / manifest.model_file, vocab
+    source = Path(manifest.source_model)
+    if not (source / "config.json").is_file():
+        raise ArtifactError(f"{folder}: the teacher's source model {source} no longer exists")
+    return folder, folder / manifest.model_file, _model_limits(source)[0]
 
 
 def _student_files(export_dir: Path, manifest: ExportManifest) -> dict[str, Path]:
@@ -121,9 +123,14 @@ def teacher_export_dir(teacher: str, backend: str, threads: int) -> Path:
     if (given / MANIFEST).is_file():
         return given
     slug = teacher.strip("/").replace("/", "--").replace(" ", "_")
-    if given.is_dir():  # a local folder: the same name in two places must not collide
-        digest = hashlib.sha256(str(given.resolve()).encode()).hexdigest()[:8]
-        slug = f"{given.resolve().name}-{digest}"
+    if given.is_dir():
+        # A local folder: the same name in two places must not collide, and a model rewritten
+        # in place must not reuse the export of its old weights.
+        stamps = [
+            f"{f.name}:{f.stat().st_mtime_ns}" for f in sorted(given.iterdir()) if f.is_file()
+        ]
+        key = "|".join([str(given.resolve()), *stamps])
+        slug = f"{given.resolve().name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
     # Version strings may hold slashes (OpenVINO's build tag): keep the folder name flat.
     version = re.sub(r"[^A-Za-z0-9._-]+", "_", get_backend(backend).version())
     target = cache_dir() / "teacher-exports" / f"{slug}-{backend}-{version}"
@@ -163,6 +170,10 @@ def validate_export(
     """
     threads = threads or physical_cores()
     suite = parse_suite(quality)
+    if suite != "none":  # missing evaluation data fails now, not after minutes of timing
+        from kdcompress.evaluate import check_data
+
+        check_data(suite)
     manifest = _load_manifest(export_dir)
     source_dir = Path(manifest.source_model)
     if not (source_dir / "config.json").is_file():
@@ -191,7 +202,7 @@ def validate_export(
     if teacher_dir is None:
         models[STUDENT_PYTORCH] = _load("torch", source_dir, threads)
     rows = _latency_rows(models, vocab, seq_lens, batch_sizes, runs, rounds)
-    del models  # free the runtimes before the memory and quality runs
+    del models, deployed  # free the runtimes before the memory and quality runs
     scores = _quality(suite, export_dir, teacher_dir, files, threads)
     summaries = tuple(
         ModelSummary(
@@ -238,13 +249,18 @@ def _quantization(name: str, manifest: ExportManifest, teacher_dir: Path | None)
     return manifest.quantization if name == STUDENT_INT8 else "none"
 
 
-def _memory(backend: str, path: Path, seq_len: int, threads: int, vocab: int) -> MemoryUse:
+def _memory(backend: str, path: Path, seq_len: int, threads: int, vocab: int) -> MemoryUse | None:
+    """Peak memory of ``path``; a probe that fails costs its column, not the validation."""
     from kdcompress.memory import measure_memory
 
-    with status(f"Measuring the peak memory of {path.name} in a process of its own"):
-        return measure_memory(
-            backend=backend, model_path=path, seq_len=seq_len, threads=threads, vocab_size=vocab
-        )
+    try:
+        with status(f"Measuring the peak memory of {path.name} in a process of its own"):
+            return measure_memory(
+                backend=backend, model_path=path, seq_len=seq_len, threads=threads, vocab_size=vocab
+            )
+    except ArtifactError as exc:
+        warn(f"peak memory not measured: {exc}")
+        return None
 
 
 def _quality(
@@ -308,7 +324,9 @@ def _earlier_eval(
     newer = written > model_file.stat().st_mtime and (
         reference is None or written > reference.stat().st_mtime
     )
-    return report if newer and report.settings == settings else None
+    compared_with = report.retention.reference if report.retention else None
+    same_reference = compared_with == (str(reference) if reference is not None else None)
+    return report if newer and same_reference and report.settings == settings else None
 
 
 def _quality_fields(report: Any, path: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kdcompress.artifacts import StudentArch
-from kdcompress.errors import BackendUnavailableError, parse_choice
+from kdcompress.errors import BackendUnavailableError, KDCompressError, UsageError, parse_choice
 from kdcompress.search.proxy import ProxySettings
 
 Finished = tuple[StudentArch, float, float]  # architecture, hidden loss, wall seconds
@@ -87,15 +87,19 @@ class RayExecutor:
         address: str | None = None,
         cpus_per_task: float = 1.0,
     ) -> None:
-        ray = _import_ray()
+        ray = import_ray()
         if not ray.is_initialized():
             # Workers inherit this interpreter's environment; the dashboard is not needed.
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            try:
+                ray.init(
+                    address=address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = address or "a local instance"
+                raise UsageError(f"cannot start or reach Ray ({where}): {exc}") from exc
         self.ray = ray
         self.task = ray.remote(num_cpus=cpus_per_task)(_proxy_loss)
         self.args = (str(teacher_dir), settings, str(cache_path), seed, sentences)
@@ -105,11 +109,18 @@ class RayExecutor:
         while pending:
             done, _ = self.ray.wait(list(pending), num_returns=1)
             for ref in done:
-                loss, wall_s = self.ray.get(ref)
-                yield pending.pop(ref), float(loss), float(wall_s)
+                arch = pending.pop(ref)
+                try:
+                    loss, wall_s = self.ray.get(ref)
+                except self.ray.exceptions.RayError as exc:
+                    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                    raise KDCompressError(
+                        f"proxy distillation of {arch.describe()} failed on Ray: {first}"
+                    ) from exc
+                yield arch, float(loss), float(wall_s)
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:

@@ -28,6 +28,7 @@ from kdcompress.search.executor import (
     ExecutorName,
     LocalExecutor,
     RayExecutor,
+    import_ray,
     parse_executor,
 )
 from kdcompress.search.proxy import ProxySettings
@@ -45,6 +46,9 @@ DEFAULT_SPEEDUPS = (4.0, 7.0, 10.0)
 @dataclasses.dataclass(frozen=True)
 class SearchSettings(Artifact):
     kind = "search-settings"
+    # 2: L_HS without the embedding pair. A search begun under version 1 scored its candidates
+    # differently, so resuming it is refused rather than mixing the two losses.
+    schema_version = 2
 
     teacher: str
     target: str
@@ -410,6 +414,9 @@ def run_search(
     )
     for arch in settings.space.architectures():  # fail now, not mid-search, if off-grid
         latency_model.predict_ms(arch, seq_len=settings.seq_len)
+    use_ray = parse_executor(executor_name) is ExecutorName.RAY
+    if use_ray:
+        import_ray()  # a missing Ray fails before anything is written
     _prepare_run_dir(output, settings, resume=resume, overwrite=overwrite)
     info(f"teacher {teacher.describe()}: {teacher_ms:.2f} ms predicted on '{profile.name}'")
     started = time.perf_counter()
@@ -420,7 +427,7 @@ def run_search(
         seed=settings.seed,
     )
     executor: Executor = LocalExecutor(proxy.hidden_loss)
-    if parse_executor(executor_name) is ExecutorName.RAY:
+    if use_ray:
         executor = RayExecutor(
             teacher_dir=teacher_dir,
             settings=settings.proxy,
