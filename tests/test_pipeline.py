@@ -124,3 +124,20 @@ def test_unknown_budget_and_torch_backend_are_refused(tmp_path: Path) -> None:
         pipeline.run_pipeline(teacher="x", backend="onnxruntime", output=tmp_path, budget="huge")
     with pytest.raises(UsageError, match="needs no export"):
         pipeline.run_pipeline(teacher="x", backend="torch", output=tmp_path)
+
+
+def test_an_export_made_with_other_quantization_is_redone(
+    tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdcompress.export import ExportFormat
+    from kdcompress.quantize import Quantization, QuantizeOptions
+
+    out = tmp_path / "export-onnx"
+    pipeline.export_stage(str(tiny_xlmr), out, ExportFormat.ONNX, 1)  # fp32 only
+    calls: list[object] = []
+    monkeypatch.setattr(pipeline, "export_model", lambda **kw: calls.append(kw["quantize"]))
+    pipeline.export_stage(str(tiny_xlmr), out, ExportFormat.ONNX, 1)
+    assert calls == []  # same request: done earlier
+    dynamic = QuantizeOptions(mode=Quantization.DYNAMIC)
+    pipeline.export_stage(str(tiny_xlmr), out, ExportFormat.ONNX, 1, dynamic)
+    assert calls == [dynamic]  # the run now asks for int8: exported again

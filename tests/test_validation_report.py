@@ -127,3 +127,29 @@ def test_memory_probe_of_a_corrupt_model_is_a_clear_error(tmp_path: Path) -> Non
         measure_memory(
             backend="onnxruntime", model_path=broken, seq_len=8, threads=1, vocab_size=10
         )
+
+
+def test_summary_uses_the_smallest_batch_measured() -> None:
+    from kdcompress.artifacts import LatencyRow, LatencyStats, ModelSummary, ParityReport
+    from kdcompress.report import validation_summary
+
+    def row(model: str, ms: float) -> LatencyRow:
+        stats = LatencyStats(ms, ms * 1.1, ms * 0.9, ms, runs=10, warmup=2, threads=1)
+        return LatencyRow(model, "onnxruntime", 8, 128, stats)
+
+    report = ValidationReport(
+        export_dir="x",
+        parity=ParityReport(10, 0.0, 1.0, 1.0, 0.999),
+        latency=(row("teacher", 80.0), row("student-fp32", 10.0)),
+        cpu="cpu",
+        threads=1,
+        teacher_export="t",
+        models=(
+            ModelSummary("teacher", "onnxruntime", "t.onnx", "none", 100),
+            ModelSummary("student-fp32", "onnxruntime", "s.onnx", "none", 10),
+        ),
+    )
+    header, rows = validation_summary(report)
+    assert "p50 ms seq 128" in header and "speedup vs teacher" in header
+    student = dict(zip(header, rows[1], strict=True))
+    assert student["p50 ms seq 128"] == "10.00" and student["speedup vs teacher"] == "8.00x"
