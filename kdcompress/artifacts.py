@@ -417,11 +417,15 @@ class ValidationReport(Artifact):
         """The student model that ships: int8 when the export was quantized."""
         return STUDENT_INT8 if any(r.model == STUDENT_INT8 for r in self.latency) else STUDENT_FP32
 
-    def p50(self, model: str, batch: int, seq_len: int) -> float | None:
+    def stats(self, model: str, batch: int, seq_len: int) -> LatencyStats | None:
         for row in self.latency:
             if (row.model, row.batch, row.seq_len) == (model, batch, seq_len):
-                return row.latency.p50_ms
+                return row.latency
         return None
+
+    def p50(self, model: str, batch: int, seq_len: int) -> float | None:
+        stats = self.stats(model, batch, seq_len)
+        return stats.p50_ms if stats else None
 
     @property
     def reference(self) -> str:

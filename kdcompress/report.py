@@ -134,14 +134,7 @@ def validation_summary(report: ValidationReport) -> tuple[list[str], list[list[s
     ]
     rows = []
     for model in report.models:
-        p90 = next(
-            (
-                r.latency.p90_ms
-                for r in report.latency
-                if (r.model, r.batch, r.seq_len) == (model.name, first, longest)
-            ),
-            None,
-        )
+        p90 = report.stats(model.name, first, longest)
         memory = model.memory
         throughput = report.p50(model.name, widest, longest)
         speedup = report.speedup(first, longest, model.name)
@@ -152,7 +145,7 @@ def validation_summary(report: ValidationReport) -> tuple[list[str], list[list[s
                 _mib(model.size_bytes),
                 f"{memory.peak_mib:.0f} MiB ({memory.model_mib:.0f})" if memory else "",
                 *(_ms(report.p50(model.name, first, s)) for s in seq_lens),
-                _ms(p90),
+                _ms(p90.p90_ms if p90 else None),
                 *(
                     [f"{widest * 1000 / throughput:.1f}" if throughput else ""]
                     if widest > first

@@ -83,8 +83,18 @@ def _load_manifest(export_dir: Path) -> ExportManifest:
     return ExportManifest.load(export_dir / MANIFEST)
 
 
-def _teacher(teacher: str, student: ExportManifest, threads: int) -> tuple[Path, Path, int]:
-    """The teacher's export folder on the student's runtime, its deployed file, its vocab."""
+def _source_dir(folder: Path, manifest: ExportManifest) -> Path:
+    """The Hugging Face folder an export was made from, which must still exist."""
+    source = Path(manifest.source_model)
+    if not (source / "config.json").is_file():
+        raise ArtifactError(f"{folder}: its source model {source} no longer exists")
+    return source
+
+
+def _teacher(
+    teacher: str, student: ExportManifest, threads: int
+) -> tuple[Path, ExportManifest, int]:
+    """The teacher's export folder on the student's runtime, its manifest, its vocab size."""
     folder = teacher_export_dir(teacher, student.backend, threads)
     manifest = _load_manifest(folder)
     if manifest.backend != student.backend:
@@ -92,10 +102,7 @@ def _teacher(teacher: str, student: ExportManifest, threads: int) -> tuple[Path,
             f"teacher export runs on {manifest.backend}, the student on {student.backend}: "
             "compare on the same runtime"
         )
-    source = Path(manifest.source_model)
-    if not (source / "config.json").is_file():
-        raise ArtifactError(f"{folder}: the teacher's source model {source} no longer exists")
-    return folder, folder / manifest.model_file, _model_limits(source)[0]
+    return folder, manifest, _model_limits(_source_dir(folder, manifest))[0]
 
 
 def _student_files(export_dir: Path, manifest: ExportManifest) -> dict[str, Path]:
@@ -175,9 +182,7 @@ def validate_export(
 
         check_data(suite)
     manifest = _load_manifest(export_dir)
-    source_dir = Path(manifest.source_model)
-    if not (source_dir / "config.json").is_file():
-        raise ArtifactError(f"{export_dir}: its source model {source_dir} no longer exists")
+    source_dir = _source_dir(export_dir, manifest)
     vocab, max_positions = _model_limits(source_dir)
     # Position ids start after the padding index in RoBERTa-style models, so leave a margin.
     limit = max_positions - 2
@@ -186,10 +191,12 @@ def validate_export(
     if max(seq_lens) > limit:
         raise UsageError(f"sequence length {max(seq_lens)} exceeds the model's {limit} positions")
     files = _student_files(export_dir, manifest)
+    quantization = {STUDENT_FP32: "none", STUDENT_INT8: manifest.quantization}
     teacher_dir = None
     if teacher is not None:
-        teacher_dir, teacher_file, teacher_vocab = _teacher(str(teacher), manifest, threads)
-        files = {TEACHER: teacher_file, **files}
+        teacher_dir, teacher_manifest, teacher_vocab = _teacher(str(teacher), manifest, threads)
+        files = {TEACHER: teacher_dir / teacher_manifest.model_file, **files}
+        quantization[TEACHER] = teacher_manifest.quantization
         vocab = min(vocab, teacher_vocab)  # synthetic token ids must exist in both
     models = {name: _load(manifest.backend, path, threads) for name, path in files.items()}
     deployed = models[STUDENT_INT8 if STUDENT_INT8 in models else STUDENT_FP32]
@@ -209,7 +216,7 @@ def validate_export(
             name=name,
             backend=manifest.backend,
             file=str(path),
-            quantization=_quantization(name, manifest, teacher_dir),
+            quantization=quantization[name],
             size_bytes=model_bytes(path),
             memory=_memory(manifest.backend, path, max(seq_lens), threads, vocab)
             if memory
@@ -241,12 +248,6 @@ def parse_suite(name: str) -> str:
     if name not in SUITES:
         raise UsageError(f"unknown evaluation suite '{name}' (choose one of: {', '.join(SUITES)})")
     return name
-
-
-def _quantization(name: str, manifest: ExportManifest, teacher_dir: Path | None) -> str:
-    if name == TEACHER and teacher_dir is not None:
-        return _load_manifest(teacher_dir).quantization
-    return manifest.quantization if name == STUDENT_INT8 else "none"
 
 
 def _memory(backend: str, path: Path, seq_len: int, threads: int, vocab: int) -> MemoryUse | None:

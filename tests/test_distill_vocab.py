@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,7 @@ CORPUS = ["hello world", "the small student model is fast", "bonjour monde", "п
 IN_VOCAB = ["the fast model is small", "world hello", "мир привет monde bonjour"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and on a busy machine they lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _embed(folder: Path, texts: list[str]) -> tuple[torch.Tensor, list[list[int]]]:
