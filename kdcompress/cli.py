@@ -6,6 +6,7 @@ Heavy libraries (torch, transformers, optimum, runtimes) are imported inside the
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -89,6 +90,18 @@ def _check_device(device: str) -> None:
         raise UsageError(f"unknown device '{device}': only 'cpu' is supported")
 
 
+# A profile name becomes a file name in profiles/: no separators, no "..", no hidden files.
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def _check_profile_name(name: str) -> None:
+    if not _PROFILE_NAME.fullmatch(name):
+        raise UsageError(
+            f"--name {name!r}: a profile name is letters, digits, '-', '_' and '.' "
+            "(not starting with a dot)"
+        )
+
+
 @app.command()
 def profile(
     device: Annotated[str, typer.Option(help="Target device (only cpu today).")] = "cpu",
@@ -136,6 +149,8 @@ def profile(
     from kdcompress.search.space import load_space
 
     _check_device(device)
+    if name is not None:
+        _check_profile_name(name)
     settings = make_settings(
         backend=backend,
         threads=threads,

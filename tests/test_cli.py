@@ -115,3 +115,10 @@ def test_export_then_validate_end_to_end(tmp_path: Path, tiny_xlmr: Path) -> Non
     assert validated.returncode == 0, validated.stderr
     assert "speedup vs student-pytorch" in validated.stdout
     assert (out / "validation.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["../../etc/x", ".hidden", "a/b", "", "[bold]x[/x]"])
+def test_profile_name_must_be_a_plain_name(tmp_path: Path, name: str) -> None:
+    result = kdcompress("profile", "--name", name, "--quick", cwd=tmp_path)
+    assert "profile name" in _one_line_error(result, 2)
+    assert list(tmp_path.iterdir()) == []
