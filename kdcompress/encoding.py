@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ SAMPLE_SENTENCES = (
     "Hello world",
     "Small models deploy well on CPUs when they are distilled, exported and quantized carefully.",
 )
+
+
+_ROBERTA_LIKE = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"})
 
 
 def load_tokenizer(model_dir: Path) -> Any:
@@ -62,3 +66,16 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of corresponding rows."""
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return (a * b).sum(axis=1) / np.clip(norms, 1e-12, None)
+
+
+def max_positions(config_dir: Path, tokenizer: Any) -> int:
+    """Longest input the model takes: its position table (RoBERTa starts after the pad id)."""
+    limit = int(min(getattr(tokenizer, "model_max_length", 512) or 512, 1_000_000))
+    config_file = config_dir / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        positions = int(config.get("max_position_embeddings", limit))
+        if config.get("model_type") in _ROBERTA_LIKE:
+            positions -= int(config.get("pad_token_id", 1)) + 1
+        limit = min(limit, positions)
+    return limit

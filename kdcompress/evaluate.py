@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import json
 import math
 import pickle
 import random
@@ -44,6 +43,7 @@ import numpy as np
 from kdcompress import assets
 from kdcompress.artifacts import Artifact, ExportManifest
 from kdcompress.console import progress, status, warn
+from kdcompress.encoding import max_positions
 from kdcompress.errors import (
     ArtifactError,
     AssetError,
@@ -69,7 +69,6 @@ class Task(StrEnum):
 DEFAULT_LANGUAGES = ("de", "fr", "es", "ru", "zh", "ar", "sw")
 SOURCE_LANGUAGE = "en"
 ZH_INEWS_CLASSES = 3
-_ROBERTA_LIKE = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"})
 
 
 # ----------------------------------------------------------------------------- settings
@@ -613,19 +612,6 @@ def _embedding_info(source: ModelSource) -> assets.EmbeddingInfo:
         if (folder / assets.EMBEDDING_INFO).is_file():
             return assets.read_embedding_info(folder)
     return assets.EmbeddingInfo()
-
-
-def max_positions(config_dir: Path, tokenizer: Any) -> int:
-    """Longest input the model takes: its position table (RoBERTa starts after the pad id)."""
-    limit = int(min(getattr(tokenizer, "model_max_length", 512) or 512, 1_000_000))
-    config_file = config_dir / "config.json"
-    if config_file.is_file():
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        positions = int(config.get("max_position_embeddings", limit))
-        if config.get("model_type") in _ROBERTA_LIKE:
-            positions -= int(config.get("pad_token_id", 1)) + 1
-        limit = min(limit, positions)
-    return limit
 
 
 @contextmanager

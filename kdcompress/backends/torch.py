@@ -11,8 +11,10 @@ import numpy as np
 from kdcompress.backends.base import Backend, BackendName, LoadedModel
 from kdcompress.errors import ModelNotFoundError
 
-# Files of a Hugging Face model folder that make up the deployable PyTorch artifact.
-_HF_FILES = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model")
+# Files of a Hugging Face model folder that make up the deployable PyTorch artifact, and the
+# sentence-transformers module folders (``1_Pooling/``) that keep it a sentence-transformers model.
+_HF_FILES = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "README.md")
+_ST_MODULE_DIRS = "[0-9]_*"
 
 
 class TorchModuleModel(LoadedModel):
@@ -82,6 +84,9 @@ class TorchBackend(Backend):
         for pattern in _HF_FILES:
             for file in model_dir.glob(pattern):
                 shutil.copy2(file, output_dir / file.name)
+        for folder in model_dir.glob(_ST_MODULE_DIRS):
+            if folder.is_dir():
+                shutil.copytree(folder, output_dir / folder.name, dirs_exist_ok=True)
         return output_dir
 
     def load(self, *, model_path: Path, threads: int) -> LoadedModel:

@@ -344,18 +344,26 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def write_student_folder(
-    student: nn.Module, teacher_dir: Path, folder: Path, *, trim: Any = None
+    student: nn.Module,
+    teacher_dir: Path,
+    folder: Path,
+    *,
+    trim: Any = None,
+    max_seq_length: int | None = None,
 ) -> None:
     """Save ``student`` as a Hugging Face folder with the teacher's tokenizer and pooling recipe.
 
     ``trim`` (a :class:`kdcompress.distill.vocab.VocabTrim`) writes the trimmed tokenizer that
     matches a student built with ``keep_tokens``. ``kdcompress_model.json`` is copied from the
-    teacher so the pooling and text prefix carry over; the student has no pooler layer.
+    teacher so the pooling and text prefix carry over; the student has no pooler layer. The
+    folder is a sentence-transformers model too (:mod:`kdcompress.st_format`), cutting inputs at
+    ``max_seq_length`` tokens (the distillation's length; None: the longest the model takes).
     """
     from transformers import AutoConfig
 
     from kdcompress.assets import EMBEDDING_INFO
     from kdcompress.distill.vocab import copy_tokenizer
+    from kdcompress.st_format import write_sentence_transformers_files
 
     folder.mkdir(parents=True, exist_ok=True)
     teacher_config = AutoConfig.from_pretrained(teacher_dir)
@@ -371,3 +379,7 @@ def write_student_folder(
     info.setdefault("text_prefix", "")
     info["add_pooling_layer"] = False
     (folder / EMBEDDING_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    config: Any = student.config  # a PreTrainedModel's config (nn.Module does not type it)
+    write_sentence_transformers_files(
+        folder, hidden=int(config.hidden_size), max_seq_length=max_seq_length
+    )
