@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,37 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path: Path) -> 
     resumed = run(tmp_path / "run", settings(), resume=True)
     assert [c.arch_id for c in resumed] == [c.arch_id for c in reference]
     assert [c.reward for c in resumed] == pytest.approx([c.reward for c in reference])
+
+
+def test_resume_cuts_a_torn_last_line_before_appending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference = run(tmp_path / "ref", settings())
+    log = tmp_path / "run" / runner.CANDIDATES_FILE
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "run", settings(), loss=_crash_at(8))
+    complete = log.read_bytes()
+    with log.open("a") as handle:  # what a search killed in the middle of a write leaves
+        handle.write('{"episode": 2, "arch": {')
+    resumed = run(tmp_path / "run", settings(), resume=True)
+    assert " ".join(capsys.readouterr().err.split()).count("dropping a torn last line") == 1
+    assert log.read_bytes().startswith(complete)  # the fragment is gone, nothing else is
+    lines = log.read_text().splitlines()
+    assert [json.loads(line)["arch_id"] for line in lines] == [c.arch_id for c in resumed]
+    assert [c.arch_id for c in runner.read_candidates(log)] == [c.arch_id for c in reference]
+    assert "torn" not in capsys.readouterr().err
+
+
+def _crash_at(call: int) -> Callable[[StudentArch], float]:
+    calls = {"n": 0}
+
+    def crashing_loss(arch: StudentArch) -> float:
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return fake_loss(arch)
+
+    return crashing_loss
 
 
 def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:

@@ -136,24 +136,35 @@ def _diff(saved: SearchSettings, asked: SearchSettings) -> str:
 
 
 def read_candidates(path: Path) -> list[Candidate]:
-    """Every complete line; a torn last line (killed mid-write) is ignored."""
+    """Every complete line. A torn last line (a search killed while writing it) is dropped
+    with a warning; the next ``append_candidate`` cuts it off the file."""
     if not path.is_file():
         return []
+    complete, _, torn = path.read_bytes().rpartition(b"\n")
+    if torn:
+        warn(f"{path}: dropping a torn last line (the search was killed while writing it)")
     candidates = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), 1):
         try:
             data = json.loads(line)
             candidates.append(Candidate(**{**data, "arch": StudentArch(**data["arch"])}))
         except (json.JSONDecodeError, TypeError, KeyError):
-            warn(f"{path}: ignoring an incomplete line (interrupted write)")
+            warn(f"{path}: ignoring malformed line {number}")
     return candidates
 
 
 def append_candidate(path: Path, candidate: Candidate) -> None:
-    """Append one line with a single write and fsync, so a kill loses at most this line."""
+    """Append one line with a single write and fsync, so a kill loses at most this line.
+
+    A torn last line left by a killed search is cut off first, so the new line starts a line
+    of its own instead of being glued onto the fragment.
+    """
     line = json.dumps(dataclasses.asdict(candidate)) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
         os.write(fd, line.encode("utf-8"))
         os.fsync(fd)
     finally:
