@@ -4,7 +4,8 @@ Each stage reads and writes small frozen dataclasses. On disk an artifact is JSO
 ``kind`` and a ``schema_version`` so a foreign or outdated file is refused with a clear message
 instead of half-parsed. Files are written atomically (temp file + rename) and output directories
 are built in a temporary sibling and renamed into place, so an interrupted run never leaves a
-half-written artifact behind.
+half-written artifact behind. An output is locked while it is written (``output_lock``), so two
+processes never write the same one.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import tempfile
 import types
 import typing
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
-from kdcompress.errors import ArtifactError, OutputExistsError
+from filelock import FileLock, Timeout
+
+from kdcompress.console import info
+from kdcompress.errors import ArtifactError, KDCompressError, OutputExistsError, OutputLockedError
 
 T = TypeVar("T")
 
@@ -155,6 +159,81 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+_held: dict[Path, int] = {}  # lock file -> how many nested output_lock blocks hold it
+
+
+def lock_file_for(path: Path) -> Path:
+    """The lock file of output ``path``: a hidden sibling, so it works before ``path`` exists."""
+    path = Path(os.path.abspath(path))
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def output_lock(path: Path, *, wait: bool = False) -> Iterator[None]:
+    """Hold the exclusive lock of output ``path`` (a folder or a file) while the block runs.
+
+    The lock file records the holder's PID. If another process holds it, raise
+    OutputLockedError naming that PID, or with ``wait`` wait for it. Nested blocks for the same
+    output in one process share the lock.
+    """
+    lock_file = lock_file_for(path)
+    if lock_file in _held:
+        _held[lock_file] += 1
+        try:
+            yield
+        finally:
+            _held[lock_file] -= 1
+        return
+    lock, owned = _acquire(lock_file, path, wait=wait)
+    _held[lock_file] = 1
+    try:
+        yield
+    finally:
+        del _held[lock_file]
+        # Unlinked while still held: a process that opened the old file then finds it unlinked
+        # (filelock checks) and does not take a lock that no longer guards the name.
+        with suppress(OSError):
+            if os.path.samestat(os.stat(lock_file), owned):
+                lock_file.unlink()
+        lock.release()
+
+
+def _acquire(lock_file: Path, path: Path, *, wait: bool) -> tuple[FileLock, os.stat_result]:
+    owned: list[os.stat_result] = []
+
+    def record_holder(fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        owned.append(os.fstat(fd))
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    # A short timeout, not 0: a holder that is just finishing unlinks the file, and a contender
+    # that opened it in that instant must look again rather than report a stale holder.
+    lock = FileLock(lock_file, timeout=0.5, thread_local=False, on_acquired=record_holder)
+    try:
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = _holder(lock_file)
+            if not wait:
+                raise OutputLockedError(
+                    f"{path} is being written by {holder}: wait for it to finish or stop it"
+                ) from None
+            info(f"waiting for {holder} to finish writing {path}")
+            lock.acquire(timeout=-1)
+    except OSError as exc:
+        raise KDCompressError(f"cannot lock {path} ({lock_file}): {exc}") from exc
+    return lock, owned[-1]
+
+
+def _holder(lock_file: Path) -> str:
+    try:
+        pid = int(lock_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return "another process"
+    return f"another process (PID {pid})"
+
+
 def check_output_dir(path: Path, *, overwrite: bool) -> None:
     """Refuse an existing, non-empty output directory unless ``overwrite`` is set."""
     if path.exists() and not path.is_dir():
@@ -168,23 +247,28 @@ def atomic_output_dir(path: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` only if the block succeeds.
 
     On failure the temporary directory is removed and ``path`` is left exactly as it was.
+    The output's lock is held meanwhile (see ``output_lock``; a writer already holding it, such
+    as the command that asked for ``path``, keeps it; another one is waited for).
     """
-    check_output_dir(path, overwrite=overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; outputs get the usual mode
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if path.exists():
-        retired = staging.with_suffix(".old")
-        path.rename(retired)
-        staging.rename(path)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(path)
+    with output_lock(path, wait=True):
+        check_output_dir(path, overwrite=overwrite)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        )
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; outputs get the usual mode
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if path.exists():
+            retired = staging.with_suffix(".old")
+            path.rename(retired)
+            staging.rename(path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(path)
 
 
 # Above this share of the machine's CPU time used by other processes, a measurement is
@@ -471,8 +555,8 @@ class LossPoint:
 
     step: int
     loss: float  # the optimised total
-    hidden: float  # normalised multi-layer hidden-state loss L_HS
-    pooled: float  # normalised MSE of the mean-pooled sentence embedding
+    hidden: float | None  # normalised multi-layer hidden-state loss L_HS, when used
+    pooled: float  # sentence-embedding loss: normalised MSE + (1 - cosine), per side
     relation: float | None = None  # MiniLMv2 attention-relation KL, when used
     lr: float = 0.0
 
@@ -513,7 +597,7 @@ class DistillResult(Artifact):
     sentences: int
     corpus_hash: str
     curve: tuple[LossPoint, ...]
-    final_hidden_loss: float
+    final_hidden_loss: float | None
     final_pooled_loss: float
     final_relation_loss: float | None
     wall_s: float  # training loop, summed over resumed sessions
@@ -522,3 +606,5 @@ class DistillResult(Artifact):
     world_size: int
     parameters: int
     vocab: VocabTrimStats | None = None
+    targets: str = "own"  # "cross-lingual": translations learn their source's embedding
+    final_cosine: float | None = None  # student vs teacher sentence embeddings, eval sentences

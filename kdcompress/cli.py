@@ -6,6 +6,7 @@ Heavy libraries (torch, transformers, optimum, runtimes) are imported inside the
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -85,6 +86,14 @@ def _root(
     _state["debug"] = debug
 
 
+def _hold_output(ctx: typer.Context, path: Path) -> None:
+    """Lock the output ``path`` until the command ends: a second process writing it gets one
+    error line naming this one's PID (see ``kdcompress.artifacts.output_lock``)."""
+    from kdcompress.artifacts import output_lock
+
+    ctx.with_resource(output_lock(path))
+
+
 def _check_device(device: str) -> None:
     if device.lower() != "cpu":
         raise UsageError(f"unknown device '{device}': only 'cpu' is supported")
@@ -104,6 +113,7 @@ def _check_profile_name(name: str) -> None:
 
 @app.command()
 def profile(
+    ctx: typer.Context,
     device: Annotated[str, typer.Option(help="Target device (only cpu today).")] = "cpu",
     backend: Annotated[
         str, typer.Option(help="Runtime to measure: torch, onnxruntime or openvino.")
@@ -164,12 +174,14 @@ def profile(
     )
     name = name or default_name(settings)
     output = output or Path("profiles") / f"{name}.json"
+    _hold_output(ctx, output)
     profile_summary(run_profile(settings=settings, name=name, output=output, overwrite=overwrite))
     info(f"[green]Profile written[/] to {output}")
 
 
 @app.command()
 def search(
+    ctx: typer.Context,
     target: Annotated[
         Path | None, typer.Option(help="Hardware profile JSON (from `kdcompress profile`).")
     ] = None,
@@ -268,6 +280,7 @@ def search(
             space=load_space(space),
             budgets_ms=tuple(latency_budget_ms or ()),
         )
+    _hold_output(ctx, output)
     result = run_search(
         settings=settings,
         output=output,
@@ -282,6 +295,7 @@ def search(
 
 @app.command()
 def distill(
+    ctx: typer.Context,
     output: Annotated[
         Path, typer.Option(help="Student folder to create (a Hugging Face model folder).")
     ],
@@ -366,6 +380,8 @@ def distill(
         student = parse_arch_json(arch_json)
     else:
         raise UsageError("give exactly one of --arch PATH[#budget] or --arch-json")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes for all
+        _hold_output(ctx, output)
     result = run_distill(
         teacher=teacher,
         arch=student,
@@ -394,6 +410,7 @@ def distill(
 
 @app.command()
 def export(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="HF model folder, built-in teacher or hub id.")],
     output: Annotated[
         Path | None,
@@ -509,6 +526,7 @@ def export(
     if output is None:
         suffix = "" if mode is Quantization.NONE else f"-int8-{mode}"
         output = Path("exports") / f"{Path(model).name}-{fmt}{suffix}"
+    _hold_output(ctx, output)
     manifest = export_model(
         model=model,
         fmt=fmt,
@@ -561,6 +579,7 @@ def _validate(
 
 @app.command()
 def validate(
+    ctx: typer.Context,
     export_dir: Annotated[Path, typer.Argument(help="Directory written by `export`.")],
     teacher: CompareTeacherOption = None,
     eval_suite: Annotated[
@@ -590,6 +609,8 @@ def validate(
     from kdcompress.validate import parse_suite
 
     suite = parse_suite(eval_suite)
+    if export_dir.is_dir():  # else validate_export says what is missing
+        _hold_output(ctx, export_dir)
     _validate(
         export_dir, teacher, target, seq_len, batch, threads, suite=suite, runs=runs, memory=memory
     )
@@ -676,6 +697,7 @@ def evaluate(
 
 @app.command()
 def run(
+    ctx: typer.Context,
     output: Annotated[Path, typer.Option(help="Run directory (re-running resumes it).")],
     teacher: TeacherOption = "me5-small",
     device: Annotated[str, typer.Option(help="Target device (only cpu today).")] = "cpu",
@@ -706,6 +728,7 @@ def run(
     from kdcompress.pipeline import run_pipeline
 
     _check_device(device)
+    _hold_output(ctx, output)
     run_pipeline(
         teacher=teacher,
         backend=backend,
@@ -719,6 +742,7 @@ def run(
 
 @app.command()
 def report(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="Run directory (from `kdcompress run`).")],
 ) -> None:
     """Write a self-contained HTML page (and the same as Markdown) for a run directory:
@@ -728,6 +752,8 @@ def report(
     """
     from kdcompress.report import write_report
 
+    if run_dir.is_dir():  # else write_report says what is missing
+        _hold_output(ctx, run_dir)
     write_report(run_dir)
 
 

@@ -42,6 +42,10 @@ class OutputExistsError(UsageError):
     """An output that already exists and would be overwritten without ``--overwrite``."""
 
 
+class OutputLockedError(KDCompressError):
+    """An output that another live process is writing right now."""
+
+
 class AssetError(KDCompressError):
     """A built-in asset that cannot be fetched, verified or converted."""
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from kdcompress.artifacts import (
     ParityReport,
     atomic_output_dir,
     atomic_write_text,
+    lock_file_for,
+    output_lock,
 )
 from kdcompress.errors import ArtifactError, OutputExistsError
 
@@ -113,3 +116,15 @@ def test_existing_output_dir_needs_overwrite(tmp_path: Path) -> None:
         (staging / "new").write_text("x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert [p.name for p in out.iterdir()] == ["new"]
+
+
+def test_output_lock_is_shared_by_nested_blocks_and_leaves_no_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with output_lock(out):
+        assert lock_file_for(out).read_text() == f"{os.getpid()}\n"
+        with atomic_output_dir(out, overwrite=False) as staging:  # the same writer: no wait
+            (staging / "done.bin").write_text("x")
+        assert lock_file_for(out).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with output_lock(out):  # released: it can be taken again
+        pass

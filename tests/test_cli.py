@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,57 @@ def test_profile_name_must_be_a_plain_name(tmp_path: Path, name: str) -> None:
     result = kdcompress("profile", "--name", name, "--quick", cwd=tmp_path)
     assert "profile name" in _one_line_error(result, 2)
     assert list(tmp_path.iterdir()) == []
+
+
+# Holds the output lock of argv[1] like a running command, until killed.
+HOLDER = """
+import sys, time
+from pathlib import Path
+from kdcompress.artifacts import output_lock
+with output_lock(Path(sys.argv[1])):
+    print("holding", flush=True)
+    time.sleep(300)
+"""
+
+
+@contextmanager
+def holding(path: Path) -> Iterator[subprocess.Popen[str]]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export", "--model", "{model}", "--output", "{out}"],
+        [
+            "distill",
+            "--arch-json",
+            '{{"layers":1,"hidden":32,"heads":4,"ffn":64}}',
+            "--teacher",
+            "{model}",
+            "--steps",
+            "1",
+            "--resume",
+            "--output",
+            "{out}",
+        ],
+    ],
+    ids=["export", "distill"],
+)
+def test_a_second_writer_of_the_same_output_gets_the_holders_pid(
+    tmp_path: Path, tiny_bert: Path, command: list[str]
+) -> None:
+    out = tmp_path / "out"
+    args = [a.format(model=tiny_bert, out=out) for a in command]
+    with holding(out) as holder:
+        line = _one_line_error(kdcompress(*args), 1)
+        assert f"{out} is being written by another process (PID {holder.pid})" in line
+    assert not out.exists()
