@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import json
 import os
+import re
 import shutil
 import tempfile
 import types
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
 from filelock import FileLock, Timeout
+from rich.markup import escape
 
 from kdcompress.console import info
 from kdcompress.errors import ArtifactError, KDCompressError, OutputExistsError, OutputLockedError
@@ -159,6 +161,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+# The names tempfile gives: ".NAME." + 8 random characters + a suffix (see atomic_write_text
+# and atomic_output_dir; "old" is an output being replaced).
+_LEFTOVER = r"\.{name}\.[a-z0-9_]{{8}}\.(partial|old|tmp)"
 _held: dict[Path, int] = {}  # lock file -> how many nested output_lock blocks hold it
 
 
@@ -174,7 +179,8 @@ def output_lock(path: Path, *, wait: bool = False) -> Iterator[None]:
 
     The lock file records the holder's PID. If another process holds it, raise
     OutputLockedError naming that PID, or with ``wait`` wait for it. Nested blocks for the same
-    output in one process share the lock.
+    output in one process share the lock. Taking it removes what a killed writer of ``path``
+    left beside it (hidden staging folders and temp files): no live process owns them then.
     """
     lock_file = lock_file_for(path)
     if lock_file in _held:
@@ -187,6 +193,7 @@ def output_lock(path: Path, *, wait: bool = False) -> Iterator[None]:
     lock, owned = _acquire(lock_file, path, wait=wait)
     _held[lock_file] = 1
     try:
+        _remove_leftovers(lock_file.parent, lock_file.name[1 : -len(".lock")])
         yield
     finally:
         del _held[lock_file]
@@ -219,7 +226,7 @@ def _acquire(lock_file: Path, path: Path, *, wait: bool) -> tuple[FileLock, os.s
                 raise OutputLockedError(
                     f"{path} is being written by {holder}: wait for it to finish or stop it"
                 ) from None
-            info(f"waiting for {holder} to finish writing {path}")
+            info(f"waiting for {holder} to finish writing {escape(str(path))}")
             lock.acquire(timeout=-1)
     except OSError as exc:
         raise KDCompressError(f"cannot lock {path} ({lock_file}): {exc}") from exc
@@ -232,6 +239,18 @@ def _holder(lock_file: Path) -> str:
     except (OSError, ValueError):
         return "another process"
     return f"another process (PID {pid})"
+
+
+def _remove_leftovers(folder: Path, name: str) -> None:
+    pattern = re.compile(_LEFTOVER.format(name=re.escape(name)))
+    for entry in folder.iterdir():
+        if not pattern.fullmatch(entry.name):
+            continue
+        info(f"removing {escape(str(entry))}, left behind by an interrupted run")
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def check_output_dir(path: Path, *, overwrite: bool) -> None:

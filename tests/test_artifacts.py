@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from kdcompress.artifacts import (
     lock_file_for,
     output_lock,
 )
-from kdcompress.errors import ArtifactError, OutputExistsError
+from kdcompress.errors import ArtifactError, OutputExistsError, OutputLockedError
 
 PARITY = ParityReport(
     sentences=3, max_abs_diff=1e-6, min_cosine=0.9999, mean_cosine=1.0, min_cosine_required=0.999
@@ -128,3 +131,45 @@ def test_output_lock_is_shared_by_nested_blocks_and_leaves_no_file(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     with output_lock(out):  # released: it can be taken again
         pass
+
+
+# Starts writing argv[1] like an export or distillation does, and never finishes.
+WRITER = """
+import sys, time
+from pathlib import Path
+from kdcompress.artifacts import atomic_output_dir
+with atomic_output_dir(Path(sys.argv[1]), overwrite=False) as staging:
+    (staging / "half.bin").write_text("x")
+    print("writing", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_killed_writers_staging_is_removed_only_once_it_is_dead(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+        with pytest.raises(OutputLockedError, match=f"PID {writer.pid}"), output_lock(out):
+            pass
+        assert len(list(tmp_path.glob(".out.*.partial"))) == 1  # a live writer's: kept
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    with atomic_output_dir(out, overwrite=False) as staging:
+        (staging / "done.bin").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_only_this_outputs_leftovers_are_removed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    leftovers = [".out.k2_9abcd.partial", ".out.zzzzzzzz.old", ".out.a1b2c3d4.tmp"]
+    others = [".out.x.k2_9abcd.partial", ".out2.k2_9abcd.partial", "out.partial-ckpt", "keep"]
+    for name in leftovers + others:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "file").write_text("x")
+    with output_lock(out):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)
