@@ -6,6 +6,8 @@ Heavy libraries (torch, transformers, optimum, runtimes) are imported inside the
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import sys
@@ -94,6 +96,40 @@ def _hold_output(ctx: typer.Context, path: Path) -> None:
     ctx.with_resource(output_lock(path))
 
 
+# Longer than any encoder's position table: a --seq-len beyond it is a typo, not a request.
+MAX_SEQ_LEN = 8192
+
+
+def _check_positive(option: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{option} {value:g}: must be a number above 0")
+
+
+def _check_shapes(
+    seq_lens: list[int] | None, batches: list[int] | None, *, model: Path | None = None
+) -> None:
+    """--seq-len and --batch, before any work: at least 1, and lengths the model takes."""
+    for batch in batches or ():
+        if batch < 1:
+            raise UsageError(f"--batch {batch}: must be at least 1")
+    positions = _model_positions(model) if model is not None else None
+    limit = min(MAX_SEQ_LEN, positions or MAX_SEQ_LEN)
+    for seq_len in seq_lens or ():
+        if not 1 <= seq_len <= limit:
+            why = f" (the model takes {positions} positions)" if limit == positions else ""
+            raise UsageError(f"--seq-len {seq_len}: must be between 1 and {limit}{why}")
+
+
+def _model_positions(model: Path) -> int | None:
+    """The longest input a local model folder takes, counted as validation counts it."""
+    try:
+        config = json.loads((model.expanduser() / "config.json").read_text(encoding="utf-8"))
+        # Position ids start after the padding index in RoBERTa-style models: a margin of 2.
+        return int(config["max_position_embeddings"]) - 2
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # not a local folder, or no position table: the model is checked later
+
+
 def _check_device(device: str) -> None:
     if device.lower() != "cpu":
         raise UsageError(f"unknown device '{device}': only 'cpu' is supported")
@@ -161,6 +197,7 @@ def profile(
     _check_device(device)
     if name is not None:
         _check_profile_name(name)
+    _check_shapes(seq_len, batch)
     settings = make_settings(
         backend=backend,
         threads=threads,
@@ -253,6 +290,11 @@ def search(
     from kdcompress.search.runner import SETTINGS_FILE, SearchSettings, run_search
     from kdcompress.search.space import load_space
 
+    if not (math.isfinite(alpha) and alpha < 0):
+        raise UsageError(f"--alpha {alpha:g}: must be below 0 (faster students earn more)")
+    _check_positive("--beta", beta)
+    for budget_ms in latency_budget_ms or ():
+        _check_positive("--latency-budget-ms", budget_ms)
     executor_name = parse_executor(executor).value
     if ray_address is not None and executor_name != "ray":
         raise UsageError("--ray-address needs --executor ray")
@@ -373,6 +415,7 @@ def distill(
         run_distill,
         show_result,
     )
+    from kdcompress.textfile import read_text_lines
 
     if arch is not None and arch_json is None:
         student = load_search_arch(arch)[0]
@@ -380,6 +423,8 @@ def distill(
         student = parse_arch_json(arch_json)
     else:
         raise UsageError("give exactly one of --arch PATH[#budget] or --arch-json")
+    if corpus is not None:
+        read_text_lines(corpus)  # a binary or non-UTF-8 file fails now, naming the bad byte
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes for all
         _hold_output(ctx, output)
     result = run_distill(
@@ -506,6 +551,7 @@ def export(
     from kdcompress.render import parity_table
     from kdcompress.validate import parse_suite
 
+    _check_shapes(seq_len, batch, model=Path(model))
     fmt = parse_format(format)
     mode = parse_quantization(quantize)
     suite = parse_suite(eval_suite)
@@ -608,6 +654,7 @@ def validate(
     """
     from kdcompress.validate import parse_suite
 
+    _check_shapes(seq_len, batch, model=export_dir)
     suite = parse_suite(eval_suite)
     if export_dir.is_dir():  # else validate_export says what is missing
         _hold_output(ctx, export_dir)

@@ -178,3 +178,50 @@ def test_a_second_writer_of_the_same_output_gets_the_holders_pid(
         line = _one_line_error(kdcompress(*args), 1)
         assert f"{out} is being written by another process (PID {holder.pid})" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search", "--beta", "0"], "--beta 0: must be a number above 0"),
+        (["search", "--beta", "nan"], "--beta nan: must be a number above 0"),
+        (["search", "--alpha", "0.1"], "--alpha 0.1: must be below 0"),
+        (["search", "--latency-budget-ms", "0"], "--latency-budget-ms 0: must be a number above 0"),
+        (["export", "--model", "{model}", "--batch", "0"], "--batch 0: must be at least 1"),
+        (["export", "--model", "{model}", "--seq-len", "100"], "the model takes 78 positions"),
+        (["validate", "{tmp}", "--batch", "1", "--batch", "-2"], "--batch -2: must be at least 1"),
+        (["profile", "--seq-len", "100000"], "--seq-len 100000: must be between 1 and 8192"),
+        (["profile", "--batch", "0", "--quick"], "--batch 0: must be at least 1"),
+    ],
+)
+def test_bad_numbers_are_refused_before_any_work(
+    tmp_path: Path, tiny_bert: Path, args: list[str], message: str
+) -> None:
+    filled = [a.format(model=tiny_bert, tmp=tmp_path) for a in args]
+    assert message in _one_line_error(kdcompress(*filled, cwd=tmp_path), 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"hello world\nbonjour\x00monde\n", "a binary file, not text (NUL byte at line 2, byte"),
+        (
+            b"hello world\nbonjour \xe9t\xe9\n",
+            "not UTF-8 text (byte 0xe9 at line 2, byte offset 20)",
+        ),
+    ],
+    ids=["binary", "latin-1"],
+)
+def test_distill_refuses_a_corpus_that_is_not_utf8_text(
+    tmp_path: Path, tiny_bert: Path, content: bytes, message: str
+) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(content)
+    result = kdcompress(
+        *("distill", "--teacher", str(tiny_bert), "--corpus", str(corpus), "--steps", "1"),
+        *("--arch-json", '{"layers":1,"hidden":32,"heads":4,"ffn":64}'),
+        *("--output", str(tmp_path / "student")),
+    )
+    assert message in _one_line_error(result, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
