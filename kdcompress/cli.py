@@ -12,15 +12,32 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from kdcompress import __version__
 from kdcompress.console import error, info
-from kdcompress.errors import KDCompressError, UsageError
+from kdcompress.errors import Interrupted, KDCompressError, UsageError
+
+
+class _Commands(TyperGroup):
+    """Turns Ctrl-C inside a command into Interrupted: one line and exit code 130 (``main``).
+
+    Typer would exit 130 without a word; a Ctrl-C still unwinds the command first, so locks
+    are released and staging folders removed.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
+
 
 app = typer.Typer(
+    cls=_Commands,
     name="kdcompress",
     help=(
         "Hardware-aware compression of transformer encoders for CPUs: profile the target, "
@@ -835,6 +852,6 @@ def main() -> None:
             raise
         error(str(exc))
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a command (see _Commands)
         error("interrupted")
-        sys.exit(130)
+        sys.exit(Interrupted.exit_code)

@@ -46,6 +46,12 @@ class OutputLockedError(KDCompressError):
     """An output that another live process is writing right now."""
 
 
+class Interrupted(KDCompressError):
+    """The user pressed Ctrl-C (SIGINT): outputs are left as they were, exit code 130."""
+
+    exit_code = 130
+
+
 class AssetError(KDCompressError):
     """A built-in asset that cannot be fetched, verified or converted."""
 

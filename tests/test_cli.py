@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -225,3 +226,40 @@ def test_distill_refuses_a_corpus_that_is_not_utf8_text(
     )
     assert message in _one_line_error(result, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
+
+
+# A command that takes its output's lock, starts writing it and waits, run through main().
+SLEEPER = """
+import signal, sys, time
+from pathlib import Path
+import typer
+from kdcompress import cli
+from kdcompress.artifacts import atomic_output_dir
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+
+@cli.app.command()
+def sleep(ctx: typer.Context, output: Path) -> None:
+    cli._hold_output(ctx, output)
+    with atomic_output_dir(output, overwrite=False):
+        print("writing", flush=True)
+        time.sleep(300)
+
+sys.argv = ["kdcompress", "sleep", sys.argv[1]]
+cli.main()
+"""
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    command = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER, str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert command.stdout is not None and command.stdout.readline() == "writing\n"
+    command.send_signal(signal.SIGINT)
+    _, stderr = command.communicate(timeout=60)
+    assert command.returncode == 130
+    assert [line for line in stderr.splitlines() if line.strip()] == ["error: interrupted"]
+    assert list(tmp_path.iterdir()) == []  # no output, no staging folder, no lock file
