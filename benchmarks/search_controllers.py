@@ -74,7 +74,7 @@ def main() -> None:
     for controller in args.controllers:
         results = [one_search(args, controller, seed) for seed in args.seeds]
         best_rewards = [r.ranked[0].reward for r in results]
-        best_losses = [min(c.hidden_loss for c in r.ranked) for r in results]
+        best_losses = [min(c.proxy_loss for c in r.ranked) for r in results]
         minutes = [r.wall_s / 60 for r in results]
         spread = statistics.stdev(best_rewards) if len(best_rewards) > 1 else 0.0
         rows.append(

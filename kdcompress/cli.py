@@ -396,7 +396,26 @@ def distill(
         Path | None,
         typer.Option(help="Own corpus: a text file, one sentence per line (instead of the Bible)."),
     ] = None,
-    loss: Annotated[str, typer.Option(help="hidden or hidden+attn-relation.")] = "hidden",
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="pooled (the sentence embedding: cosine + normalised MSE), hidden (+ the "
+            "paper's multi-layer hidden-state loss) or hidden+attn-relation (+ MiniLMv2)."
+        ),
+    ] = "pooled",
+    targets: Annotated[
+        str | None,
+        typer.Option(
+            help="cross-lingual (each translation learns the teacher's embedding of its English "
+            "verse; default on the Bible) or own (each sentence its own; default with --corpus)."
+        ),
+    ] = None,
+    contrastive_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Weight of an in-batch contrastive term (cross-lingual targets)."
+        ),
+    ] = 0.0,
     init: Annotated[
         str, typer.Option(help="teacher (sliced teacher weights) or random.")
     ] = "teacher",
@@ -415,11 +434,14 @@ def distill(
     ] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Distil a student task-agnostically with multi-layer hidden-state distillation.
+    """Distil a student task-agnostically from a sentence-embedding teacher.
 
-    Student layer i regresses teacher layers floor(i*L_T/L_S) and L_T-L_S+i (Uniform+Last)
-    through a learned projection, plus the pooled sentence embedding. The teacher's targets
-    are computed once and cached; checkpoints live in OUTPUT.partial-ckpt/ until the
+    By default the student learns the teacher's sentence embedding (cosine + normalised MSE)
+    with cross-lingual targets: an English verse and one of its translations both regress the
+    teacher's embedding of the English verse (Reimers & Gurevych 2020). --loss hidden adds the
+    paper's multi-layer hidden-state loss: student layer i regresses teacher layers
+    floor(i*L_T/L_S) and L_T-L_S+i (Uniform+Last) through a learned projection. The teacher's
+    targets are computed once and cached; checkpoints live in OUTPUT.partial-ckpt/ until the
     student folder is written. Runs unchanged under [bold]torchrun --nproc-per-node N[/].
     Shape without a search: --arch-json '{"layers":4,"hidden":384,"heads":12,"ffn":1536}'.
 
@@ -457,6 +479,8 @@ def distill(
         lr=lr,
         max_length=max_length,
         loss=loss,
+        targets=targets,
+        contrastive_weight=contrastive_weight,
         init=init,
         trim_vocab=trim_vocab,
         dropout=dropout,

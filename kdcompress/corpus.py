@@ -25,6 +25,7 @@ import re
 import sqlite3
 import unicodedata
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from kdcompress.errors import UsageError
@@ -265,3 +266,56 @@ def parallel_verses(
         return pairs
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class ParallelSet:
+    """Aligned verses for cross-lingual distillation: one source text per verse and its
+    translations, ``translations[i][k]`` in ``languages[k]`` ("" where that translation has
+    no text for the verse)."""
+
+    source_language: str
+    languages: tuple[str, ...]
+    sources: tuple[str, ...]
+    translations: tuple[tuple[str, ...], ...]
+
+
+def _whole_translation(conn: sqlite3.Connection, code: str) -> dict[VerseKey, str]:
+    query = "SELECT bNumber, cNumber, vNumber, vText FROM bible WHERE bbName=?"
+    rows = conn.execute(query, (code,))
+    return {(b, c, v): text for b, c, v, text in rows}
+
+
+def parallel_set(
+    split: str,
+    source: str,
+    languages: Sequence[str],
+    *,
+    seed: int,
+    limit: int | None = None,
+    db: Path | None = None,
+) -> ParallelSet:
+    """Up to ``limit`` verses of ``split`` in a seeded order: the ``source`` text of each (never
+    empty) and its translations into ``languages`` (the source language left out).
+
+    One query per translation rather than per verse: a whole split in every language reads in
+    seconds.
+    """
+    targets = tuple(language for language in dict.fromkeys(languages) if language != source)
+    conn = _connect(db)
+    try:
+        keys = _shuffled(verse_keys(conn, split), seed, "parallel-set")
+        texts = [_whole_translation(conn, _translation(x)) for x in (source, *targets)]
+    finally:
+        conn.close()
+    sources: list[str] = []
+    translations: list[tuple[str, ...]] = []
+    for key in keys:
+        text = clean_verse(texts[0].get(key, ""))
+        if not text:
+            continue
+        sources.append(text)
+        translations.append(tuple(clean_verse(t.get(key, "")) for t in texts[1:]))
+        if limit is not None and len(sources) >= limit:
+            break
+    return ParallelSet(source, targets, tuple(sources), tuple(translations))

@@ -108,7 +108,7 @@ def profile_summary(profile: HardwareProfile) -> None:
 
 def search_summary(result: SearchResult) -> None:
     table = Table(title=f"KD-NAS recommendations (teacher {result.teacher_latency_ms:.2f} ms)")
-    for column in ("budget", "architecture", "latency ms", "speedup", "L_HS"):
+    for column in ("budget", "architecture", "latency ms", "speedup", "proxy retrieval"):
         table.add_column(column)
     for rec in result.recommendations:
         if rec.arch is None:
@@ -119,7 +119,7 @@ def search_summary(result: SearchResult) -> None:
             rec.arch.describe(),
             f"{rec.latency_ms:.2f}",
             f"{rec.speedup:.1f}x",
-            f"{rec.hidden_loss:.4f}",
+            f"{1 - (rec.proxy_loss or 0.0):.3f}",
         )
     console.print(table)
     console.print(

@@ -37,7 +37,7 @@ def _search(run_dir: Path) -> list[str]:
         f"teacher {result.teacher_arch.describe()}: {result.teacher_latency_ms:.2f} ms "
         f"predicted at seq {result.settings.seq_len}.",
         "",
-        "| budget | architecture | predicted ms | speedup | L_HS |",
+        "| budget | architecture | predicted ms | speedup | proxy retrieval |",
         "|---|---|---|---|---|",
     ]
     for rec in result.recommendations:
@@ -46,7 +46,7 @@ def _search(run_dir: Path) -> list[str]:
         else:
             lines.append(
                 f"| {rec.budget} | {rec.arch.describe()} | {rec.latency_ms:.2f} | "
-                f"{rec.speedup:.1f}x | {rec.hidden_loss:.4f} |"
+                f"{rec.speedup:.1f}x | {1 - (rec.proxy_loss or 0.0):.3f} |"
             )
     lines += ["", "![search](search/search.png)", ""]
     return lines
@@ -62,8 +62,8 @@ def _distill(run_dir: Path) -> list[str]:
         "",
         f"Student {result.arch.describe()} (init: {result.init}), {result.steps} steps of "
         f"batch {result.batch_size} on {result.sentences} sentences, "
-        f"{result.sentences_per_s:.1f} sentences/s, {result.wall_s / 60:.1f} min. "
-        f"Final L_HS {result.final_hidden_loss:.4f}, pooled {result.final_pooled_loss:.4f}.",
+        f"{result.sentences_per_s:.1f} sentences/s, {result.wall_s / 60:.1f} min; "
+        f"loss {result.loss}, {result.targets} targets. {_final_losses(result)}",
         "",
     ]
     if result.vocab is not None:
@@ -78,6 +78,15 @@ def _distill(run_dir: Path) -> list[str]:
     return lines
 
 
+def _final_losses(result: DistillResult) -> str:
+    parts = [f"pooled {result.final_pooled_loss:.4f}"]
+    if result.final_hidden_loss is not None:
+        parts.insert(0, f"L_HS {result.final_hidden_loss:.4f}")
+    if result.final_cosine is not None:
+        parts.append(f"cosine to the teacher {result.final_cosine:.3f}")
+    return "Final " + ", ".join(parts) + "."
+
+
 def _curve_png(result: DistillResult, path: Path) -> None:
     import matplotlib
 
@@ -86,7 +95,9 @@ def _curve_png(result: DistillResult, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = [p.step for p in result.curve]
-    ax.plot(steps, [p.hidden for p in result.curve], label="hidden-state L_HS")
+    if result.final_hidden_loss is not None:
+        hidden = [p.hidden if p.hidden is not None else float("nan") for p in result.curve]
+        ax.plot(steps, hidden, label="hidden-state L_HS")
     ax.plot(steps, [p.pooled for p in result.curve], label="pooled embedding")
     ax.set_xlabel("step")
     ax.set_ylabel("normalised loss")

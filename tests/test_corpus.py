@@ -194,3 +194,15 @@ def test_real_bible_splits_and_languages() -> None:
         script = SCRIPTS.get(language, "LATIN")
         assert _script_share(texts, script) > 0.5, (language, script)
         assert not any(re.search(r"\(\d+[:\-]\d+\)|[\[\]<>*]", text) for text in texts), language
+
+
+def test_parallel_set_aligns_each_source_with_its_translations(bible: Path) -> None:
+    found = corpus.parallel_set("heldout", "en", ["en", "de", "zh"], seed=2, db=bible)
+    assert found.languages == ("de", "zh")  # the source language is not its own translation
+    assert len(found.sources) == 9 * VERSES_PER_BOOK
+    for source, (de, zh) in zip(found.sources, found.translations, strict=True):
+        key = source.split()[1]
+        assert zh == f"zh {key}"
+        assert de == ("" if key == "43.1.2" else f"de {key}")  # the merged verse reads empty
+    again = corpus.parallel_set("heldout", "en", ["de", "zh"], seed=2, limit=5, db=bible)
+    assert again.sources == found.sources[:5]

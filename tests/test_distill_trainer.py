@@ -170,6 +170,7 @@ def _cli_args(teacher: Path, corpus: Path, output: Path) -> list[str]:
     return [
         "--teacher", str(teacher), "--arch-json", ARCH_JSON, "--corpus", str(corpus),
         "--steps", "6", "--batch", "4", "--lr", "0.003", "--init", "random", "--trim-vocab",
+        "--loss", "hidden",
         "--output", str(output),
     ]  # fmt: skip
 

@@ -16,7 +16,7 @@ from kdcompress.errors import UsageError
 from kdcompress.search import runner
 from kdcompress.search.controller import ControllerName, make_controller, mutate
 from kdcompress.search.executor import LocalExecutor
-from kdcompress.search.proxy import ProxySettings
+from kdcompress.search.proxy import ProxyData, ProxySettings
 from kdcompress.search.reward import RewardSettings, reward
 from kdcompress.search.space import SearchSpace
 
@@ -25,15 +25,15 @@ SPACE = SearchSpace(layers=(1, 2, 3, 4), hidden=(64, 128), heads=(1, 2), ffn_rat
 
 def test_reward_formula_by_hand() -> None:
     settings = RewardSettings(alpha=-0.06, beta=0.6)
-    value = reward(hidden_loss=0.25, latency_ms=3.0, teacher_latency_ms=10.0, settings=settings)
+    value = reward(proxy_loss=0.25, latency_ms=3.0, teacher_latency_ms=10.0, settings=settings)
     assert value == pytest.approx(0.75 * (3.0 / 6.0) ** -0.06)
-    at_target = reward(hidden_loss=0.25, latency_ms=6.0, teacher_latency_ms=10.0, settings=settings)
+    at_target = reward(proxy_loss=0.25, latency_ms=6.0, teacher_latency_ms=10.0, settings=settings)
     assert at_target == pytest.approx(0.75)
-    faster = reward(hidden_loss=0.25, latency_ms=1.0, teacher_latency_ms=10.0, settings=settings)
+    faster = reward(proxy_loss=0.25, latency_ms=1.0, teacher_latency_ms=10.0, settings=settings)
     assert faster > value > at_target  # alpha < 0: being faster than the target pays
-    assert reward(hidden_loss=1.7, latency_ms=1.0, teacher_latency_ms=10.0, settings=settings) == 0
+    assert reward(proxy_loss=1.7, latency_ms=1.0, teacher_latency_ms=10.0, settings=settings) == 0
     with pytest.raises(ValueError):
-        reward(hidden_loss=0.1, latency_ms=0.0, teacher_latency_ms=1.0, settings=settings)
+        reward(proxy_loss=0.1, latency_ms=0.0, teacher_latency_ms=1.0, settings=settings)
 
 
 def fake_loss(arch: StudentArch) -> float:
@@ -175,7 +175,7 @@ def test_pareto_front_and_budgets() -> None:
 
     candidates = [cand(1, 0.9), cand(2, 0.5), cand(3, 0.6), cand(4, 0.2), cand(5, 0.3)]
     front = runner.pareto_front(candidates)
-    assert [(c.latency_ms, c.hidden_loss) for c in front] == [(1, 0.9), (2, 0.5), (4, 0.2)]
+    assert [(c.latency_ms, c.proxy_loss) for c in front] == [(1, 0.9), (2, 0.5), (4, 0.2)]
     rec = runner.recommend(candidates, "x", 3.5, 10.0)
     assert rec.latency_ms == 2 and rec.speedup == 5.0
     assert runner.recommend(candidates, "x", 0.5, 10.0).arch is None
@@ -195,10 +195,15 @@ def tiny_search(
     profile_path = tmp_path / "tiny.json"
     tiny = tiny_settings(space=space, heldout_architectures=1)
     run_profile(settings=tiny, name="tiny", output=profile_path)
-    monkeypatch.setattr(
-        "kdcompress.search.proxy.proxy_sentences",
-        lambda s, seed: ["hello world", "bonjour monde", "the small model", "hola mundo"] * 4,
+    words = ["hello world", "the small model", "a fast student", "the large teacher"]
+    data = ProxyData(
+        sources=[f"{w} {i}" for i in range(4) for w in words],
+        translations=[(f"hallo {w} {i}", f"你好 {w}") for i in range(4) for w in words],
+        languages=("de", "zh"),
+        score_sources=words,
+        score_translations=[(f"hallo {w}", "") for w in words],
     )
+    monkeypatch.setattr("kdcompress.search.proxy.proxy_data", lambda s, seed: data)
     return dataclasses.replace(
         settings(episodes=2),
         teacher=str(tiny_xlmr),
@@ -215,7 +220,7 @@ def test_search_end_to_end_on_a_tiny_teacher(
     s = tiny_search(tiny_xlmr, tmp_path, monkeypatch)
     result = runner.run_search(settings=s, output=tmp_path / "run")
     assert len(result.ranked) == 6
-    assert all(c.hidden_loss >= 0 and math.isfinite(c.reward) for c in result.ranked)
+    assert all(c.proxy_loss >= 0 and math.isfinite(c.reward) for c in result.ranked)
     assert result.recommendations[0].arch is not None
     assert result.recommendations[1].arch is None  # nothing is that fast
     saved = json.loads((tmp_path / "run" / runner.RESULT_FILE).read_text())
@@ -236,7 +241,7 @@ def test_ray_executor_gives_the_local_result(
         ray.shutdown()
 
     def by_candidate(result: runner.SearchResult) -> dict[tuple[int, str], float]:
-        return {(c.episode, c.arch_id): c.hidden_loss for c in result.ranked}
+        return {(c.episode, c.arch_id): c.proxy_loss for c in result.ranked}
 
     expected, got = by_candidate(local), by_candidate(on_ray)
     assert set(got) == set(expected) and len(got) == 6

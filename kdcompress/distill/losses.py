@@ -43,6 +43,34 @@ def pooled_mse(student: Tensor, teacher: Tensor, *, sentences: Count = None) -> 
     return squared / (_count(sentences, float(student.shape[0])) * student.shape[-1])
 
 
+def cosine_distance(student: Tensor, teacher: Tensor, *, sentences: Count = None) -> Tensor:
+    """Mean ``1 - cos`` of sentence embeddings and their targets: ``sum / sentences``.
+
+    The MSE alone lets a student trade direction for length; cosine is what retrieval and
+    most uses of an embedding compare, so the direction gets a term of its own.
+    """
+    cosine = torch.nn.functional.cosine_similarity(student, teacher, dim=-1)
+    return (1.0 - cosine).sum() / _count(sentences, float(student.shape[0]))
+
+
+def contrastive_loss(
+    queries: Tensor,
+    keys: Tensor,
+    rows: Tensor,
+    *,
+    temperature: float,
+    sentences: Count = None,
+) -> Tensor:
+    """In-batch InfoNCE: query ``i`` should be closer (cosine) to ``keys[rows[i]]`` than to
+    every other key of the batch. Keys are fixed teacher targets, so this only pushes the
+    student's embeddings apart where the teacher's are apart."""
+    normal_q = torch.nn.functional.normalize(queries, dim=-1)
+    normal_k = torch.nn.functional.normalize(keys, dim=-1)
+    logits = normal_q @ normal_k.T / temperature
+    loss = torch.nn.functional.cross_entropy(logits, rows, reduction="sum")
+    return loss / _count(sentences, float(queries.shape[0]))
+
+
 def feature_variance(values: Tensor, mask: Tensor | None = None) -> Tensor:
     """Per-feature variance over tokens (or rows), averaged over features.
 

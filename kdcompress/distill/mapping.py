@@ -82,6 +82,7 @@ class HiddenProjection(nn.Module):
 
     def __init__(self, student_width: int, teacher_width: int, dims: Sequence[int] | None) -> None:
         super().__init__()
+        self.student_width, self.teacher_width = student_width, teacher_width
         self.linear = nn.Linear(student_width, teacher_width)
         if dims is not None:
             if len(dims) != student_width:

@@ -44,6 +44,8 @@ from kdcompress.artifacts import (
 from kdcompress.console import console, info, progress
 from kdcompress.distill.losses import (
     attention_relation_loss,
+    contrastive_loss,
+    cosine_distance,
     normalised_hidden_loss,
     pooled_mse,
     relation_heads_for,
@@ -55,6 +57,7 @@ from kdcompress.distill.mapping import (
     teacher_layers_needed,
     uniform_last_pairs,
 )
+from kdcompress.distill.parallel import ParallelBatch, Translations
 from kdcompress.distill.student import (
     BERT_FAMILY,
     InitReport,
@@ -79,18 +82,38 @@ from kdcompress.distill.vocab import (
     tokenizer_bytes,
 )
 from kdcompress.errors import KDCompressError, UsageError, parse_choice
+from kdcompress.model_card import write_model_card
 
 CHECKPOINT = "checkpoint.pt"
 _BUCKET = 50  # batches per length bucket: sorted within, shuffled across
 
 
 class LossKind(StrEnum):
-    HIDDEN = "hidden"
-    HIDDEN_RELATION = "hidden+attn-relation"
+    """What the student learns. The pooled sentence embedding (cosine + normalised MSE) is
+    always part of it: it is what users of an embedding model consume."""
+
+    POOLED = "pooled"
+    HIDDEN = "hidden"  # + the paper's multi-layer hidden-state loss L_HS (Uniform+Last)
+    HIDDEN_RELATION = "hidden+attn-relation"  # + MiniLMv2 attention relations
+
+
+class Targets(StrEnum):
+    """Whose teacher embedding a sentence learns."""
+
+    CROSS_LINGUAL = "cross-lingual"  # a translation learns its (English) source's
+    OWN = "own"  # every sentence its own
 
 
 def parse_loss(name: str) -> LossKind:
     return parse_choice(LossKind, name, what="--loss")
+
+
+def parse_targets(name: str) -> Targets:
+    return parse_choice(Targets, name, what="--targets")
+
+
+def uses_hidden(loss: str) -> bool:
+    return parse_loss(loss) is not LossKind.POOLED
 
 
 @dataclass(frozen=True)
@@ -103,8 +126,12 @@ class DistillSettings:
     seed: int
     max_length: int
     init: str = "teacher"
-    loss: str = LossKind.HIDDEN.value
-    pooled_weight: float = 1.0
+    loss: str = LossKind.POOLED.value
+    targets: str = Targets.OWN.value
+    pooled_weight: float = 1.0  # normalised MSE of the sentence embedding
+    cosine_weight: float = 1.0  # 1 - cosine of the sentence embedding
+    contrastive_weight: float = 0.0  # in-batch InfoNCE of translations vs sources' targets
+    temperature: float = 0.05
     relation_weight: float = 1.0
     relation_heads: int = 12
     freeze_embeddings: bool = True  # MISSION: frozen word embeddings help at these budgets
@@ -125,6 +152,12 @@ class DistillSettings:
         if self.batch_size < world:
             raise UsageError(f"batch size {self.batch_size} is smaller than {world} processes")
         parse_loss(self.loss)
+        parse_targets(self.targets)
+        for name in ("pooled_weight", "cosine_weight", "contrastive_weight"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name.replace('_', ' ')} must be >= 0")
+        if self.temperature <= 0:
+            raise UsageError(f"temperature must be > 0, got {self.temperature}")
 
 
 @dataclass
@@ -136,7 +169,7 @@ class DistillOutcome:
     arch: StudentArch
     init: InitReport
     pairs: tuple[LayerPair, ...]
-    hidden_loss: float  # final normalised L_HS on the evaluation sentences (eval mode)
+    hidden_loss: float | None  # final normalised L_HS on the evaluation sentences (eval mode)
     pooled_loss: float
     relation_loss: float | None
     curve: tuple[LossPoint, ...]
@@ -147,8 +180,10 @@ class DistillOutcome:
     world_size: int
     corpus_hash: str
     vocab_trim: VocabTrim | None = None
-    # L_HS without the embedding pair (eval mode): the search's quality, comparable across depths
+    # L_HS without the embedding pair (eval mode), comparable across depths
     layer_loss: float | None = None
+    cosine: float | None = None  # mean cosine of student and teacher embeddings (eval mode)
+    translations: tuple[str, ...] | None = None  # languages of cross-lingual targets
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -289,10 +324,16 @@ class KDModule(nn.Module):
         super().__init__()
         self.student, self.projection = student, projection
         self.pairs = tuple(pairs)
-        self.variances = {p.teacher: cache.variance(p.teacher) for p in pairs}
+        self.settings = settings
+        self.hidden = uses_hidden(settings.loss)
+        self.variances = (
+            {p.teacher: cache.variance(p.teacher) for p in pairs} if self.hidden else {}
+        )
         self.pooled_variance = cache.meta.pooled_variance
         self.pooling = cache.meta.pooling
-        self.settings = settings
+        # The deployed model's embedding is the student's own pooled output: it learns the
+        # teacher's directly where the widths agree, through the projection where they do not.
+        self.project_pooled = projection.student_width != projection.teacher_width
         self.relation_source = cache.meta.teacher_layers - 1  # input of the teacher's last layer
         self.teacher_qkv = nn.ModuleList(teacher_qkv or [])
         self.relation_heads = relation_heads
@@ -308,28 +349,65 @@ class KDModule(nn.Module):
 
         return hook
 
+    def embed(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        """The student's sentence embedding in the teacher's space."""
+        pooled = pool(hidden, mask, self.pooling)
+        return self.projection(pooled) if self.project_pooled else pooled
+
+    def _match(self, student: Tensor, teacher: Tensor, sentences: Tensor | float) -> Tensor:
+        """Cosine + normalised MSE of sentence embeddings against their teacher targets."""
+        mse = pooled_mse(student, teacher, sentences=sentences) / self.pooled_variance
+        cosine = cosine_distance(student, teacher, sentences=sentences)
+        return self.settings.pooled_weight * mse + self.settings.cosine_weight * cosine
+
     def forward(
-        self, batch: TeacherBatch, tokens: Tensor | float, sentences: Tensor | float
+        self,
+        batch: TeacherBatch,
+        tokens: Tensor | float,
+        sentences: Tensor | float,
+        parallel: ParallelBatch | None = None,
     ) -> dict[str, Tensor]:
         mask = batch.attention_mask
         out = self.student(
-            input_ids=batch.input_ids, attention_mask=mask, output_hidden_states=True
+            input_ids=batch.input_ids, attention_mask=mask, output_hidden_states=self.hidden
         )
-        projected = {p.student: self.projection(out.hidden_states[p.student]) for p in self.pairs}
-        hidden = normalised_hidden_loss(
-            [projected[p.student] for p in self.pairs],
-            [batch.hidden[p.teacher] for p in self.pairs],
-            mask,
-            variances=[self.variances[p.teacher] for p in self.pairs],
-            tokens=tokens,
-        )
-        pooled_student = self.projection(pool(out.hidden_states[-1], mask, self.pooling))
-        pooled = pooled_mse(pooled_student, batch.pooled, sentences=sentences)
-        pooled = pooled / self.pooled_variance
-        total = hidden + self.settings.pooled_weight * pooled
-        terms = {"hidden": hidden, "pooled": pooled}
-        if not self.training:
-            terms["layers"] = self._layer_loss(projected, batch, tokens)
+        source = self.embed(out.last_hidden_state, mask)
+        pooled = self._match(source, batch.pooled, sentences)
+        terms = {"cosine": cosine_distance(source, batch.pooled, sentences=sentences)}
+        if parallel is not None:
+            translated = self.student(
+                input_ids=parallel.input_ids, attention_mask=parallel.attention_mask
+            ).last_hidden_state
+            translated = self.embed(translated, parallel.attention_mask)
+            targets = batch.pooled[parallel.rows]
+            pooled = pooled + self._match(translated, targets, sentences)
+            if self.settings.contrastive_weight > 0:
+                contrast = contrastive_loss(
+                    translated,
+                    batch.pooled,
+                    parallel.rows,
+                    temperature=self.settings.temperature,
+                    sentences=sentences,
+                )
+                terms["contrastive"] = contrast
+                pooled = pooled + self.settings.contrastive_weight * contrast
+        terms["pooled"] = pooled
+        total = pooled
+        if self.hidden:
+            projected = {
+                p.student: self.projection(out.hidden_states[p.student]) for p in self.pairs
+            }
+            hidden = normalised_hidden_loss(
+                [projected[p.student] for p in self.pairs],
+                [batch.hidden[p.teacher] for p in self.pairs],
+                mask,
+                variances=[self.variances[p.teacher] for p in self.pairs],
+                tokens=tokens,
+            )
+            terms["hidden"] = hidden
+            total = total + hidden
+            if not self.training:
+                terms["layers"] = self._layer_loss(projected, batch, tokens)
         if len(self.teacher_qkv):
             relation = self._relation(batch, tokens)
             terms["relation"] = relation
@@ -390,25 +468,28 @@ class _State:
         self, step: int, terms: dict[str, float], lr: float, log_every: int, last: int
     ) -> None:
         self.window.append(
-            [terms["loss"], terms["hidden"], terms["pooled"], terms.get("relation", -1.0)]
+            [terms["loss"], terms.get("hidden", -1.0), terms["pooled"], terms.get("relation", -1.0)]
         )
         if step % log_every == 0 or step == last:
             mean = np.mean(np.asarray(self.window), axis=0)
+            hidden = float(mean[1]) if "hidden" in terms else None
             relation = float(mean[3]) if "relation" in terms else None
-            self.curve.append(
-                LossPoint(step, float(mean[0]), float(mean[1]), float(mean[2]), relation, lr)
-            )
+            self.curve.append(LossPoint(step, float(mean[0]), hidden, float(mean[2]), relation, lr))
             self.window = []
 
 
 def _run_identity(
-    settings: DistillSettings, arch: StudentArch, cache: TeacherCache
+    settings: DistillSettings,
+    arch: StudentArch,
+    cache: TeacherCache,
+    translations: Translations | None,
 ) -> dict[str, Any]:
     return {
         **asdict(settings),
         "arch": asdict(arch),
         "teacher": cache.meta.teacher_fingerprint,
         "sentences": cache.meta.sentences_hash,
+        "translations": translations.hash if translations is not None else None,
     }
 
 
@@ -507,6 +588,8 @@ def _detach_terms(terms: dict[str, Tensor]) -> dict[str, float]:
 
 def teacher_layers_for(teacher_config: Any, arch: StudentArch, loss: str) -> tuple[int, ...]:
     """Teacher hidden states a run reads: the layer map's, plus the relation loss's input."""
+    if not uses_hidden(loss):
+        return ()
     layers = teacher_config.num_hidden_layers
     pairs = uniform_last_pairs(layers, arch.layers)
     extra = (layers - 1,) if parse_loss(loss) is LossKind.HIDDEN_RELATION else ()
@@ -526,9 +609,12 @@ def distill_student(
     init: str = "teacher",
     cache: TeacherCache | None = None,
     loss: str = "hidden",
+    translations: Translations | None = None,
+    contrastive_weight: float = 0.0,
     trim_vocab: bool = False,
     freeze_embeddings: bool = True,
     pooled_weight: float = 1.0,
+    cosine_weight: float = 1.0,
     relation_weight: float = 1.0,
     relation_heads: int = 12,
     dropout: float | None = 0.0,
@@ -544,12 +630,15 @@ def distill_student(
 
     ``cache``: teacher targets for exactly these ``sentences`` and ``max_length`` (see
     :meth:`TeacherCache.build`), built once and shared by many calls; without one a private
-    cache is built in a temporary folder and removed. Nothing is written unless
-    ``checkpoint_dir`` is given: then a checkpoint is saved every ``checkpoint_every`` steps
-    (rounded to a multiple of ``log_every``) and ``resume=True`` continues from it.
+    cache is built in a temporary folder and removed. ``translations`` (aligned with
+    ``sentences``) makes the targets cross-lingual: at every step each sentence is also paired
+    with one of its translations, which learns the sentence's teacher embedding. Nothing is
+    written unless ``checkpoint_dir`` is given: then a checkpoint is saved every
+    ``checkpoint_every`` steps (rounded to a multiple of ``log_every``) and ``resume=True``
+    continues from it.
     ``on_step(step, losses)`` is called after every optimizer step (it may raise to stop).
     The outcome's final losses are measured in eval mode on the first ``eval_sentences`` of
-    ``sentences`` (the proxy set, for the search): ``1 - hidden_loss`` is the search's quality.
+    ``sentences``.
     Under ``torchrun`` every process calls this with the same arguments.
     """
     settings = DistillSettings(
@@ -560,7 +649,10 @@ def distill_student(
         max_length=max_length,
         init=init,
         loss=loss,
+        targets=(Targets.OWN if translations is None else Targets.CROSS_LINGUAL).value,
         pooled_weight=pooled_weight,
+        cosine_weight=cosine_weight,
+        contrastive_weight=contrastive_weight,
         relation_weight=relation_weight,
         relation_heads=relation_heads,
         freeze_embeddings=freeze_embeddings,
@@ -573,9 +665,15 @@ def distill_student(
         settings.check(env.world)
         run = _Run(teacher_dir, arch, settings, env, show_progress)
         with _private_cache(cache, run, sentences) as ready:
-            run.check_cache(ready, sentences)
+            run.check_cache(ready, sentences, translations)
             return run.execute(
-                ready, checkpoint_dir, checkpoint_every, resume, eval_sentences, on_step
+                ready,
+                translations,
+                checkpoint_dir,
+                checkpoint_every,
+                resume,
+                eval_sentences,
+                on_step,
             )
 
 
@@ -623,8 +721,14 @@ class _Run:
         self.pairs = uniform_last_pairs(config.num_hidden_layers, arch.layers)
         self.needed = teacher_layers_for(config, arch, settings.loss)
 
-    def check_cache(self, cache: TeacherCache, sentences: Sequence[str]) -> None:
+    def check_cache(
+        self, cache: TeacherCache, sentences: Sequence[str], translations: Translations | None
+    ) -> None:
         meta = cache.meta
+        if translations is not None and len(translations) != len(cache):
+            raise UsageError(
+                f"{len(translations)} rows of translations for {len(cache)} cached sentences"
+            )
         if meta.max_length != self.settings.max_length:
             raise UsageError(
                 f"teacher cache has max length {meta.max_length}, not {self.settings.max_length}"
@@ -637,11 +741,15 @@ class _Run:
             missing = sorted(set(self.needed) - set(meta.layers))
             raise UsageError(f"teacher cache {cache.path} lacks teacher layers {missing}")
 
-    def _build(self, cache: TeacherCache) -> tuple[KDModule, InitReport, VocabTrim | None]:
+    def _build(
+        self, cache: TeacherCache, translations: Translations | None
+    ) -> tuple[KDModule, InitReport, VocabTrim | None]:
         trim = None
         if self.settings.trim_vocab:
             vocab = self.teacher.get_input_embeddings().weight.shape[0]
             used = np.unique(cache.token_ids())
+            if translations is not None:
+                used = np.union1d(used, translations.token_ids())
             trim = plan_trim(read_tokenizer_json(self.teacher_dir), used, vocab_size=vocab)
         student, report = build_student(
             self.teacher,
@@ -667,20 +775,21 @@ class _Run:
     def execute(
         self,
         cache: TeacherCache,
+        translations: Translations | None,
         checkpoint_dir: Path | None,
         checkpoint_every: int,
         resume: bool,
         eval_sentences: int,
         on_step: Callable[[int, LossPoint], None] | None,
     ) -> DistillOutcome:
-        kd, report, trim = self._build(cache)
+        kd, report, trim = self._build(cache, translations)
         if self.show:
             show_mapping(self.pairs, report.source_layers, self.teacher.config.num_hidden_layers)
             info(
                 f"Student {self.arch.describe()} ({self.arch.arch_id}), init {report.mode}: "
                 f"{report.describe()}"
             )
-        loop = _Loop(self, kd, cache, trim)
+        loop = _Loop(self, kd, cache, trim, translations)
         every = max(1, checkpoint_every // self.settings.log_every) * self.settings.log_every
         state = loop.train(checkpoint_dir, every, resume, on_step)
         losses = loop.evaluate(eval_sentences)
@@ -690,7 +799,7 @@ class _Run:
             arch=self.arch,
             init=report,
             pairs=self.pairs,
-            hidden_loss=losses["hidden"],
+            hidden_loss=losses.get("hidden"),
             pooled_loss=losses["pooled"],
             relation_loss=losses.get("relation"),
             curve=tuple(state.curve),
@@ -700,7 +809,9 @@ class _Run:
             sentences_per_s=state.sentences / state.train_s if state.train_s else 0.0,
             world_size=self.env.world,
             corpus_hash=cache.meta.sentences_hash,
-            layer_loss=losses["layers"],
+            layer_loss=losses.get("layers"),
+            cosine=1.0 - losses["cosine"],
+            translations=translations.languages if translations is not None else None,
             vocab_trim=trim,
         )
 
@@ -708,20 +819,40 @@ class _Run:
 class _Loop:
     """The optimisation loop of one run, and the final evaluation."""
 
-    def __init__(self, run: _Run, kd: KDModule, cache: TeacherCache, trim: VocabTrim | None):
-        self.run, self.kd, self.cache = run, kd, cache
+    def __init__(
+        self,
+        run: _Run,
+        kd: KDModule,
+        cache: TeacherCache,
+        trim: VocabTrim | None,
+        translations: Translations | None,
+    ):
+        self.run, self.kd, self.cache, self.translations = run, kd, cache, translations
         self.settings, self.env, self.device = run.settings, run.env, run.device
         self.token_map = (
             torch.from_numpy(trim.old_to_new()).to(self.device) if trim is not None else None
         )
         self.plan = BatchPlan(cache.lengths, self.settings.batch_size, self.settings.seed)
-        self.identity = _run_identity(self.settings, run.arch, cache)
+        self.identity = _run_identity(self.settings, run.arch, cache, translations)
 
     def _batch(self, indices: npt.NDArray[np.int64]) -> TeacherBatch:
         batch = self.cache.batch(indices, self.run.needed).to(self.device)
         if self.token_map is not None:
             batch.input_ids = self.token_map[batch.input_ids]
         return batch
+
+    def _parallel(self, indices: npt.NDArray[np.int64], step: int) -> ParallelBatch | None:
+        """This step's translations of the source sentences ``indices`` (None without any)."""
+        if self.translations is None:
+            return None
+        chosen = self.translations.choose(indices, seed=self.settings.seed, step=step)
+        found = self.translations.batch(indices, chosen, self.cache.meta.pad_token_id)
+        if found is None:
+            return None
+        found = found.to(self.device)
+        if self.token_map is not None:
+            found.input_ids = self.token_map[found.input_ids]
+        return found
 
     def train(
         self,
@@ -759,7 +890,7 @@ class _Loop:
                     point = LossPoint(
                         step,
                         terms["loss"],
-                        terms["hidden"],
+                        terms.get("hidden"),
                         terms["pooled"],
                         terms.get("relation"),
                         lr,
@@ -774,7 +905,7 @@ class _Loop:
         batch = self._batch(indices)
         tokens, sentences = _counts(batch, self.device)
         torch.manual_seed(_step_seed(self.settings.seed, step, self.env.rank))  # dropout masks
-        terms = model(batch, tokens, sentences)
+        terms = model(batch, tokens, sentences, self._parallel(indices, step))
         # Partial sums over the whole batch's counts; DDP averages, so scale back by the world.
         (terms["loss"] * self.env.world).backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.kd.parameters() if p.requires_grad], 1.0)
@@ -835,7 +966,8 @@ class _Loop:
         totals: dict[str, float] = {}
         with torch.no_grad():
             for chunk in batches:
-                terms = self.kd(self._batch(chunk), tokens, float(len(indices)))
+                parallel = self._parallel(chunk, 0)
+                terms = self.kd(self._batch(chunk), tokens, float(len(indices)), parallel)
                 for name, value in terms.items():
                     totals[name] = totals.get(name, 0.0) + float(value)
         return totals
@@ -880,17 +1012,43 @@ def parse_languages(spec: str) -> tuple[str, ...]:
     return chosen
 
 
+SOURCE_LANGUAGE = "en"  # cross-lingual targets: the teacher embeds the English verse
+
+
+def resolve_targets(targets: str | None, corpus_file: Path | None) -> Targets:
+    """Cross-lingual targets on the aligned Bible, each sentence's own on a plain corpus."""
+    if targets is None:
+        return Targets.OWN if corpus_file is not None else Targets.CROSS_LINGUAL
+    chosen = parse_targets(targets)
+    if chosen is Targets.CROSS_LINGUAL and corpus_file is not None:
+        raise UsageError("--targets cross-lingual needs the aligned Bible corpus, not --corpus")
+    return chosen
+
+
 def _training_text(
     corpus_file: Path | None, languages: Sequence[str], seed: int, limit: int
 ) -> list[str]:
     if corpus_file is not None:
-        if not corpus_file.is_file():
-            raise UsageError(f"--corpus {corpus_file}: no such file")
-        lines = corpus_file.read_text(encoding="utf-8").splitlines()
-        return [line.strip() for line in lines if line.strip()][:limit]
+        from kdcompress.textfile import read_text_lines
+
+        return read_text_lines(corpus_file)[:limit]
     from kdcompress import corpus
 
     return list(corpus.iter_sentences("train", languages, seed=seed, limit=limit))
+
+
+def _parallel_text(
+    languages: Sequence[str], seed: int, limit: int
+) -> tuple[list[str], list[tuple[str, ...]], tuple[str, ...]]:
+    """English train-split verses and their translations into ``languages``."""
+    from kdcompress import corpus
+
+    found = corpus.parallel_set("train", SOURCE_LANGUAGE, languages, seed=seed, limit=limit)
+    if not found.languages:
+        raise UsageError(
+            "cross-lingual targets need at least one language besides English (--languages)"
+        )
+    return list(found.sources), list(found.translations), found.languages
 
 
 def _plan_size(
@@ -924,7 +1082,9 @@ def run_distill(
     batch_size: int = 32,
     lr: float = 1e-4,
     max_length: int = 64,
-    loss: str = "hidden",
+    loss: str = LossKind.POOLED.value,
+    targets: str | None = None,  # default: cross-lingual on the Bible, own with corpus_file
+    contrastive_weight: float = 0.0,
     init: str = "teacher",
     trim_vocab: bool = False,
     seed: int = 0,
@@ -940,9 +1100,12 @@ def run_distill(
     Writes ``output`` (a Hugging Face folder plus ``distill.json``) atomically at the end;
     until then checkpoints and the teacher cache live in ``OUTPUT.partial-ckpt/``, which
     ``resume=True`` continues from. Returns the result on rank 0, None on other ranks.
+    With cross-lingual targets ``sentences`` counts English verses: every step pairs each with
+    one of its translations, so a step reads twice ``batch_size`` sentences.
     """
     from transformers import AutoConfig
 
+    from kdcompress.assets import read_embedding_info
     from kdcompress.models import resolve_model
 
     env = dist_env()
@@ -954,9 +1117,22 @@ def run_distill(
         config = AutoConfig.from_pretrained(teacher_dir)
         validate_arch(arch, teacher_config=config, init=init)
         limit = _plan_size(steps, epochs, sentences, batch_size)
+        chosen_targets = resolve_targets(targets, corpus_file)
         if corpus_file is None and not languages:
             languages = parse_languages("all")
-        texts = _training_text(corpus_file, languages, seed, limit)
+        translations = None
+        if chosen_targets is Targets.CROSS_LINGUAL:
+            texts, aligned, translated = _parallel_text(languages, seed, limit)
+            info_prefix = read_embedding_info(teacher_dir).text_prefix
+            translations = Translations(
+                aligned,
+                translated,
+                teacher_dir=teacher_dir,
+                max_length=max_length,
+                prefix=info_prefix,
+            )
+        else:
+            texts = _training_text(corpus_file, languages, seed, limit)
         if len(texts) < env.world:
             raise UsageError(f"only {len(texts)} training sentences for {env.world} processes")
         cache = TeacherCache.build(
@@ -981,6 +1157,8 @@ def run_distill(
             init=init,
             cache=cache,
             loss=loss,
+            translations=translations,
+            contrastive_weight=contrastive_weight,
             trim_vocab=trim_vocab,
             dropout=dropout,
             log_every=log_every,
@@ -1053,6 +1231,8 @@ def _write_output(
 ) -> DistillResult:
     meta = run.cache.meta
     with atomic_output_dir(output, overwrite=overwrite) as staging:
+        # The sentence-transformers config keeps the model's own input limit, not the
+        # distillation's (64 by default): students are evaluated, and used, on longer texts.
         write_student_folder(outcome.student, run.teacher_dir, staging, trim=outcome.vocab_trim)
         if outcome.vocab_trim is not None:
             sample = [meta.text_prefix + t for t in run.texts[:200]]
@@ -1085,8 +1265,11 @@ def _write_output(
             world_size=outcome.world_size,
             parameters=count_parameters(outcome.student),
             vocab=_vocab_stats(outcome, run, staging),
+            targets=Targets.OWN.value if outcome.translations is None else Targets.CROSS_LINGUAL,
+            final_cosine=outcome.cosine,
         )
         result.save(staging / "distill.json")
+        write_model_card(staging, result, model_path=output)
     return result
 
 
@@ -1101,12 +1284,16 @@ def show_result(result: DistillResult, output: Path) -> None:
         ("init", result.init),
         ("steps x batch", f"{result.steps} x {result.batch_size}"),
         ("training sentences", f"{result.sentences:,}"),
-        ("final hidden loss L_HS (normalised)", f"{result.final_hidden_loss:.4f}"),
-        ("final pooled loss (normalised)", f"{result.final_pooled_loss:.4f}"),
+        ("objective", f"{result.loss}, {result.targets} targets"),
+        ("final sentence-embedding loss", f"{result.final_pooled_loss:.4f}"),
         ("training time", f"{result.wall_s:.0f} s ({result.sentences_per_s:.1f} sentences/s)"),
         ("teacher cache", f"{result.teacher_cache_s:.0f} s"),
         ("parameters", f"{result.parameters:,}"),
     ]
+    if result.final_cosine is not None:
+        rows.insert(5, ("final cosine to the teacher", f"{result.final_cosine:.4f}"))
+    if result.final_hidden_loss is not None:
+        rows.insert(4, ("final hidden loss L_HS (normalised)", f"{result.final_hidden_loss:.4f}"))
     if result.final_relation_loss is not None:
         rows.insert(5, ("final attention-relation loss", f"{result.final_relation_loss:.4f}"))
     if result.vocab is not None:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from kdcompress.artifacts import StudentArch
 from kdcompress.errors import BackendUnavailableError, KDCompressError, UsageError, parse_choice
-from kdcompress.search.proxy import ProxySettings
+from kdcompress.search.proxy import ProxyData, ProxySettings
 
 Finished = tuple[StudentArch, float, float]  # architecture, hidden loss, wall seconds
 
@@ -41,13 +41,13 @@ class Executor(Protocol):
 class LocalExecutor:
     """One candidate after the other, in this process."""
 
-    def __init__(self, hidden_loss: Callable[[StudentArch], float]) -> None:
-        self.hidden_loss = hidden_loss
+    def __init__(self, proxy_loss: Callable[[StudentArch], float]) -> None:
+        self.proxy_loss = proxy_loss
 
     def run(self, archs: Sequence[StudentArch]) -> Iterator[Finished]:
         for arch in archs:
             started = time.perf_counter()
-            loss = self.hidden_loss(arch)
+            loss = self.proxy_loss(arch)
             yield arch, loss, time.perf_counter() - started
 
 
@@ -56,7 +56,7 @@ def _proxy_loss(
     settings: ProxySettings,
     cache_path: str,
     seed: int,
-    sentences: list[str],
+    data: ProxyData,
     arch: StudentArch,
 ) -> tuple[float, float]:
     """One proxy distillation inside a Ray worker; the teacher cache is opened, not rebuilt."""
@@ -68,9 +68,9 @@ def _proxy_loss(
         settings=settings,
         cache_path=Path(cache_path),
         seed=seed,
-        sentences=sentences,
+        data=data,
     )
-    return evaluator.hidden_loss(arch), time.perf_counter() - started
+    return evaluator.proxy_loss(arch), time.perf_counter() - started
 
 
 class RayExecutor:
@@ -83,7 +83,7 @@ class RayExecutor:
         settings: ProxySettings,
         cache_path: Path,
         seed: int,
-        sentences: list[str],
+        data: ProxyData,
         address: str | None = None,
         cpus_per_task: float = 1.0,
     ) -> None:
@@ -102,7 +102,7 @@ class RayExecutor:
                 raise UsageError(f"cannot start or reach Ray ({where}): {exc}") from exc
         self.ray = ray
         self.task = ray.remote(num_cpus=cpus_per_task)(_proxy_loss)
-        self.args = (str(teacher_dir), settings, str(cache_path), seed, sentences)
+        self.args = (str(teacher_dir), settings, str(cache_path), seed, data)
 
     def run(self, archs: Sequence[StudentArch]) -> Iterator[Finished]:
         pending: dict[Any, StudentArch] = {self.task.remote(*self.args, a): a for a in archs}

@@ -1,9 +1,10 @@
 """The KD-NAS reward: distillation quality traded against latency on the target hardware.
 
-    reward = (1 - L_HS) * (lat(S) / (beta * lat(T))) ** alpha
+    reward = (1 - L) * (lat(S) / (beta * lat(T))) ** alpha
 
-``L_HS`` is the student's normalised hidden-state distillation loss after its proxy run (0 is a
-perfect copy of the teacher, about 1 is no better than predicting the mean), ``lat(S)`` and
+``L`` is the student's proxy loss after its short distillation: ``1 - quality`` with quality in
+[0, 1] (``kdcompress.search.proxy``: cross-lingual retrieval top-1 on held-out proxy verses;
+the paper uses the normalised hidden-state loss L_HS in this place), ``lat(S)`` and
 ``lat(T)`` the student's and teacher's latency, ``beta * lat(T)`` the latency target and
 ``alpha < 0`` how much being faster than the target is worth (MnasNet-style soft constraint).
 """
@@ -27,11 +28,11 @@ class RewardSettings:
 
 
 def reward(
-    *, hidden_loss: float, latency_ms: float, teacher_latency_ms: float, settings: RewardSettings
+    *, proxy_loss: float, latency_ms: float, teacher_latency_ms: float, settings: RewardSettings
 ) -> float:
     """The reward of a student; higher is better."""
     if latency_ms <= 0 or teacher_latency_ms <= 0:
         raise ValueError("latencies must be positive")
-    quality = 1.0 - min(max(hidden_loss, 0.0), 1.0)
+    quality = 1.0 - min(max(proxy_loss, 0.0), 1.0)
     target = settings.beta * teacher_latency_ms
     return quality * (latency_ms / target) ** settings.alpha

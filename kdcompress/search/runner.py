@@ -46,9 +46,10 @@ DEFAULT_SPEEDUPS = (4.0, 7.0, 10.0)
 @dataclasses.dataclass(frozen=True)
 class SearchSettings(Artifact):
     kind = "search-settings"
-    # 2: L_HS without the embedding pair. A search begun under version 1 scored its candidates
-    # differently, so resuming it is refused rather than mixing the two losses.
-    schema_version = 2
+    # 3: the proxy loss is 1 - proxy retrieval (2: L_HS without the embedding pair). A search
+    # begun under another version scored its candidates differently, so resuming it is refused
+    # rather than mixing two losses.
+    schema_version = 3
 
     teacher: str
     target: str
@@ -72,7 +73,7 @@ class Candidate:
     arch: StudentArch
     arch_id: str
     latency_ms: float  # predicted by the profile's latency model
-    hidden_loss: float
+    proxy_loss: float
     reward: float
     wall_s: float
 
@@ -83,7 +84,7 @@ class Recommendation:
     budget_ms: float
     arch: StudentArch | None
     latency_ms: float | None
-    hidden_loss: float | None
+    proxy_loss: float | None
     speedup: float | None
 
 
@@ -276,7 +277,7 @@ def _candidate(
 ) -> Candidate:
     latency = latency_ms(arch)
     value = reward(
-        hidden_loss=loss,
+        proxy_loss=loss,
         latency_ms=latency,
         teacher_latency_ms=teacher_latency_ms,
         settings=settings.reward,
@@ -290,8 +291,8 @@ def _candidate(
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
     """Candidates no other candidate beats on both latency and loss, fastest first."""
     front: list[Candidate] = []
-    for candidate in sorted(candidates, key=lambda c: (c.latency_ms, c.hidden_loss)):
-        if not front or candidate.hidden_loss < front[-1].hidden_loss:
+    for candidate in sorted(candidates, key=lambda c: (c.latency_ms, c.proxy_loss)):
+        if not front or candidate.proxy_loss < front[-1].proxy_loss:
             front.append(candidate)
     return front
 
@@ -309,9 +310,9 @@ def recommend(
     fitting = [c for c in candidates if c.latency_ms <= budget_ms]
     if not fitting:
         return Recommendation(label, budget_ms, None, None, None, None)
-    best = min(fitting, key=lambda c: (c.hidden_loss, c.latency_ms))
+    best = min(fitting, key=lambda c: (c.proxy_loss, c.latency_ms))
     return Recommendation(
-        label, budget_ms, best.arch, best.latency_ms, best.hidden_loss, teacher_ms / best.latency_ms
+        label, budget_ms, best.arch, best.latency_ms, best.proxy_loss, teacher_ms / best.latency_ms
     )
 
 
@@ -346,13 +347,13 @@ def plot(result: SearchResult, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = [c.latency_ms for c in result.ranked]
-    ys = [c.hidden_loss for c in result.ranked]
+    ys = [c.proxy_loss for c in result.ranked]
     episodes = [c.episode for c in result.ranked]
     points = ax.scatter(xs, ys, c=episodes, cmap="viridis", s=28, label="candidates")
     fig.colorbar(points, ax=ax, label="episode")
     ax.plot(
         [c.latency_ms for c in result.pareto],
-        [c.hidden_loss for c in result.pareto],
+        [c.proxy_loss for c in result.pareto],
         "r-o",
         ms=4,
         label="Pareto front",
@@ -437,14 +438,14 @@ def run_search(
         cache_path=output / "teacher-cache",
         seed=settings.seed,
     )
-    executor: Executor = LocalExecutor(proxy.hidden_loss)
+    executor: Executor = LocalExecutor(proxy.proxy_loss)
     if use_ray:
         executor = RayExecutor(
             teacher_dir=teacher_dir,
             settings=settings.proxy,
             cache_path=output / "teacher-cache",
             seed=settings.seed,
-            sentences=proxy.sentences,
+            data=proxy.data,
             address=ray_address,
         )
     candidates = run_episodes(

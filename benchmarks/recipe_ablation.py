@@ -1,0 +1,143 @@
+"""What each part of the distillation recipe contributes, at equal budget.
+
+Every variant distils the same student shape from the same teacher for the same number of
+steps and batch size, then runs the quick evaluation suite against the teacher's own report.
+A variant is a set of ``kdcompress distill`` options; each row's command is written beside it.
+Finished variants are kept and skipped when the script is run again (row-by-row resume); a
+killed distillation continues from its checkpoint.
+
+    .venv/bin/python benchmarks/recipe_ablation.py --output runs/ablation
+    .venv/bin/python benchmarks/recipe_ablation.py --output runs/ablation --only default hidden
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kdcompress.artifacts import DistillResult, atomic_write_text
+from kdcompress.distill.trainer import checkpoint_dir_for
+from kdcompress.evaluate import EvalReport
+from kdcompress.hardware import cpu_model
+
+ARCH = '{"layers": 2, "hidden": 384, "heads": 12, "ffn": 1536}'
+KDCOMPRESS = [sys.executable, "-m", "kdcompress"]
+
+# name -> (what it changes, extra distill options). "default" is the tool's default recipe.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "default": ("new default: sentence embedding, cross-lingual targets", []),
+    "previous": (
+        "previous default: hidden states + pooled, own targets, languages interleaved",
+        ["--loss", "hidden", "--targets", "own"],
+    ),
+    "own-targets": ("sentence embedding, own targets", ["--targets", "own"]),
+    "hidden": ("default + hidden-state loss (English side)", ["--loss", "hidden"]),
+    "contrastive": ("default + in-batch contrastive term", ["--contrastive-weight", "1"]),
+    "lr3e-4": ("default at learning rate 3e-4", ["--lr", "3e-4"]),
+    "trim": ("default + vocabulary trimming", ["--trim-vocab"]),
+    "random-init": ("default from a random init", ["--init", "random"]),
+}
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--teacher", default="me5-small")
+    parser.add_argument("--arch-json", default=ARCH)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--only", nargs="*", default=None, help="variants to run, in order")
+    parser.add_argument("--output", type=Path, default=Path("runs/ablation"))
+    return parser.parse_args()
+
+
+def run(command: list[str], log: Path) -> None:
+    print("$", shlex.join(command), flush=True)
+    with log.open("a") as handle:
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}), see {log}")
+
+
+def teacher_reference(args: argparse.Namespace) -> Path:
+    path = args.output / "teacher-quick.json"
+    if not path.is_file():
+        command = [*KDCOMPRESS, "eval", "--model", args.teacher, "--quick", "--output", str(path)]
+        run(command, args.output / "teacher.log")
+    return path
+
+
+def distill_command(args: argparse.Namespace, name: str, student: Path) -> list[str]:
+    command = [
+        *KDCOMPRESS, "distill", "--teacher", args.teacher, "--arch-json", args.arch_json,
+        "--steps", str(args.steps), "--batch", str(args.batch), "--output", str(student),
+    ]  # fmt: skip
+    command += VARIANTS[name][1]
+    return command
+
+
+def variant(args: argparse.Namespace, name: str, reference: Path) -> dict[str, object]:
+    folder = args.output / name
+    folder.mkdir(parents=True, exist_ok=True)
+    student, report = folder / "student", folder / "eval-quick.json"
+    command = distill_command(args, name, student)
+    if not (student / "distill.json").is_file():
+        resume = ["--resume"] if checkpoint_dir_for(student).exists() else []
+        run(command + resume, folder / "distill.log")
+    if not report.is_file():
+        evaluate = [*KDCOMPRESS, "eval", "--model", str(student), "--quick"]
+        run(
+            [*evaluate, "--reference", str(reference), "--output", str(report)], folder / "eval.log"
+        )
+    result, scores = DistillResult.load(student / "distill.json"), EvalReport.load(report)
+    assert scores.retention is not None
+    return {
+        "name": name,
+        "what": VARIANTS[name][0],
+        "scores": {t.task: t.score for t in scores.tasks},
+        "retention": scores.retention.overall,
+        "train_min": result.wall_s / 60,
+        "cache_min": result.teacher_cache_s / 60,
+        "command": shlex.join(["kdcompress", *command[3:]]),
+    }
+
+
+def table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
+    lines = [
+        f"Student {args.arch_json}, {args.steps} steps x batch {args.batch}, teacher "
+        f"{args.teacher}; quick suite; CPU: {cpu_model()}.",
+        "",
+        "| variant | retrieval | IMDB | zh-inews | retention | training | command |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        scores = row["scores"]
+        assert isinstance(scores, dict)
+        lines.append(
+            f"| {row['what']} | {scores['retrieval']:.3f} | {scores['imdb']:.3f} | "
+            f"{scores['zh-inews']:.3f} | {100 * float(row['retention']):.1f}% | "  # type: ignore[arg-type]
+            f"{float(row['train_min']):.1f} min | `{row['command']}` |"  # type: ignore[arg-type]
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    args = parse()
+    args.output.mkdir(parents=True, exist_ok=True)
+    reference = teacher_reference(args)
+    rows = []
+    for name in args.only or list(VARIANTS):
+        started = time.time()
+        rows.append(variant(args, name, reference))
+        print(f"{name}: {rows[-1]['retention']:.3f} ({(time.time() - started) / 60:.1f} min)")
+        atomic_write_text(args.output / "rows.json", json.dumps(rows, indent=1))
+        atomic_write_text(args.output / "ablation.md", table(rows, args))
+    print(table(rows, args))
+
+
+if __name__ == "__main__":
+    main()
