@@ -28,19 +28,31 @@ from kdcompress.hardware import cpu_model
 ARCH = '{"layers": 2, "hidden": 384, "heads": 12, "ffn": 1536}'
 KDCOMPRESS = [sys.executable, "-m", "kdcompress"]
 
-# name -> (what it changes, extra distill options). "default" is the tool's default recipe.
-VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "default": ("new default: sentence embedding, cross-lingual targets", []),
+# name -> (what it changes, extra distill options, teacher-cache group). "default" is the
+# tool's default recipe. Variants of one group distil on the same sentences, so they share one
+# teacher cache (built by the first of them that needs the most layers).
+VARIANTS: dict[str, tuple[str, list[str], str]] = {
+    "default": ("new default: sentence embedding, cross-lingual targets", [], "xling"),
     "previous": (
         "previous default: hidden states + pooled, own targets, languages interleaved",
         ["--loss", "hidden", "--targets", "own"],
+        "own",
     ),
-    "own-targets": ("sentence embedding, own targets", ["--targets", "own"]),
-    "hidden": ("default + hidden-state loss (English side)", ["--loss", "hidden"]),
-    "contrastive": ("default + in-batch contrastive term", ["--contrastive-weight", "1"]),
-    "lr3e-4": ("default at learning rate 3e-4", ["--lr", "3e-4"]),
-    "trim": ("default + vocabulary trimming", ["--trim-vocab"]),
-    "random-init": ("default from a random init", ["--init", "random"]),
+    "own-targets": ("sentence embedding, own targets", ["--targets", "own"], "own"),
+    "hidden": ("default + hidden-state loss (English side)", ["--loss", "hidden"], "xling-hidden"),
+    "contrastive": (
+        "default + in-batch contrastive term",
+        ["--contrastive-weight", "1"],
+        "xling",
+    ),
+    "lr3e-4": ("default at learning rate 3e-4", ["--lr", "3e-4"], "xling"),
+    "trim": ("default + vocabulary trimming", ["--trim-vocab"], "xling"),
+    "random-init": ("default from a random init", ["--init", "random"], "xling"),
+    "passages": (
+        "default + 15% passages of 3-8 verses, up to 256 tokens",
+        ["--passages", "0.15", "--max-length", "256"],
+        "xling-passages",
+    ),
 }
 
 
@@ -76,8 +88,8 @@ def distill_command(args: argparse.Namespace, name: str, student: Path) -> list[
         *KDCOMPRESS, "distill", "--teacher", args.teacher, "--arch-json", args.arch_json,
         "--steps", str(args.steps), "--batch", str(args.batch), "--output", str(student),
     ]  # fmt: skip
-    command += VARIANTS[name][1]
-    return command
+    _what, options, group = VARIANTS[name]
+    return command + options + ["--cache", str(args.output / f"cache-{group}")]
 
 
 def variant(args: argparse.Namespace, name: str, reference: Path) -> dict[str, object]:

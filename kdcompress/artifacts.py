@@ -627,3 +627,4 @@ class DistillResult(Artifact):
     vocab: VocabTrimStats | None = None
     targets: str = "own"  # "cross-lingual": translations learn their source's embedding
     final_cosine: float | None = None  # student vs teacher sentence embeddings, eval sentences
+    passages: float = 0.0  # share of multi-verse passages among the training items

@@ -416,6 +416,15 @@ def distill(
             min=0.0, help="Weight of an in-batch contrastive term (cross-lingual targets)."
         ),
     ] = 0.0,
+    passages: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of training items that are passages of 3-8 consecutive verses (long "
+            "inputs, cross-lingual targets); raise --max-length with it, e.g. to 256.",
+        ),
+    ] = 0.0,
     init: Annotated[
         str, typer.Option(help="teacher (sliced teacher weights) or random.")
     ] = "teacher",
@@ -481,6 +490,7 @@ def distill(
         loss=loss,
         targets=targets,
         contrastive_weight=contrastive_weight,
+        passages=passages,
         init=init,
         trim_vocab=trim_vocab,
         dropout=dropout,

@@ -286,6 +286,9 @@ def _whole_translation(conn: sqlite3.Connection, code: str) -> dict[VerseKey, st
     return {(b, c, v): text for b, c, v, text in rows}
 
 
+PASSAGE_VERSES = (3, 8)  # a passage is this many consecutive verses of one chapter, at most
+
+
 def parallel_set(
     split: str,
     source: str,
@@ -293,29 +296,48 @@ def parallel_set(
     *,
     seed: int,
     limit: int | None = None,
+    passages: float = 0.0,
     db: Path | None = None,
 ) -> ParallelSet:
     """Up to ``limit`` verses of ``split`` in a seeded order: the ``source`` text of each (never
     empty) and its translations into ``languages`` (the source language left out).
 
-    One query per translation rather than per verse: a whole split in every language reads in
-    seconds.
+    ``passages``: the share of items that are passages instead of single verses: a verse and
+    the ones after it in its chapter (``PASSAGE_VERSES``), aligned in every language like the
+    verses. They teach a student the long inputs it will meet (reviews, articles) that single
+    verses never reach. One query per translation rather than per verse: a whole split in every
+    language reads in seconds.
     """
     targets = tuple(language for language in dict.fromkeys(languages) if language != source)
     conn = _connect(db)
     try:
-        keys = _shuffled(verse_keys(conn, split), seed, "parallel-set")
+        canonical = verse_keys(conn, split)
         texts = [_whole_translation(conn, _translation(x)) for x in (source, *targets)]
     finally:
         conn.close()
+    rng = random.Random(f"{seed}:passages")
+    following = {key: canonical[i : i + PASSAGE_VERSES[1]] for i, key in enumerate(canonical)}
     sources: list[str] = []
     translations: list[tuple[str, ...]] = []
-    for key in keys:
-        text = clean_verse(texts[0].get(key, ""))
+    for key in _shuffled(canonical, seed, "parallel-set"):
+        span = [key]
+        if passages > 0 and rng.random() < passages:
+            length = rng.randint(*PASSAGE_VERSES)
+            span = [k for k in following[key][:length] if k[:2] == key[:2]]
+        text = _joined(texts[0], span)
         if not text:
             continue
         sources.append(text)
-        translations.append(tuple(clean_verse(t.get(key, "")) for t in texts[1:]))
+        translations.append(tuple(_joined(t, span) for t in texts[1:]))
         if limit is not None and len(sources) >= limit:
             break
     return ParallelSet(source, targets, tuple(sources), tuple(translations))
+
+
+def _joined(translation: dict[VerseKey, str], span: Sequence[VerseKey]) -> str:
+    """The cleaned verses of ``span`` as one text ("" if the first verse has no text)."""
+    first = clean_verse(translation.get(span[0], ""))
+    if not first:
+        return ""
+    parts = [first, *(clean_verse(translation.get(key, "")) for key in span[1:])]
+    return _CJK_SPACE.sub("", " ".join(part for part in parts if part))

@@ -206,3 +206,16 @@ def test_parallel_set_aligns_each_source_with_its_translations(bible: Path) -> N
         assert de == ("" if key == "43.1.2" else f"de {key}")  # the merged verse reads empty
     again = corpus.parallel_set("heldout", "en", ["de", "zh"], seed=2, limit=5, db=bible)
     assert again.sources == found.sources[:5]
+
+
+def test_passages_join_consecutive_verses_of_one_chapter_in_every_language(bible: Path) -> None:
+    found = corpus.parallel_set("train", "en", ["zh"], seed=0, limit=40, passages=1.0, db=bible)
+    for source, (zh,) in zip(found.sources, found.translations, strict=True):
+        keys = source.split()[1::2]
+        books = {key.split(".")[0] for key in keys}
+        verses = [int(key.split(".")[2]) for key in keys]
+        assert len(books) == 1 and verses == list(range(verses[0], verses[0] + len(verses)))
+        assert zh == " ".join(f"zh {key}" for key in keys)  # the same verses, aligned
+    assert any(len(s.split()) > 2 for s in found.sources)
+    plain = corpus.parallel_set("train", "en", ["zh"], seed=0, limit=40, db=bible)
+    assert all(len(s.split()) == 2 for s in plain.sources)

@@ -1038,12 +1038,14 @@ def _training_text(
 
 
 def _parallel_text(
-    languages: Sequence[str], seed: int, limit: int
+    languages: Sequence[str], seed: int, limit: int, passages: float
 ) -> tuple[list[str], list[tuple[str, ...]], tuple[str, ...]]:
-    """English train-split verses and their translations into ``languages``."""
+    """English train-split verses (and passages) and their translations into ``languages``."""
     from kdcompress import corpus
 
-    found = corpus.parallel_set("train", SOURCE_LANGUAGE, languages, seed=seed, limit=limit)
+    found = corpus.parallel_set(
+        "train", SOURCE_LANGUAGE, languages, seed=seed, limit=limit, passages=passages
+    )
     if not found.languages:
         raise UsageError(
             "cross-lingual targets need at least one language besides English (--languages)"
@@ -1085,6 +1087,7 @@ def run_distill(
     loss: str = LossKind.POOLED.value,
     targets: str | None = None,  # default: cross-lingual on the Bible, own with corpus_file
     contrastive_weight: float = 0.0,
+    passages: float = 0.0,  # share of multi-verse passages (cross-lingual targets)
     init: str = "teacher",
     trim_vocab: bool = False,
     seed: int = 0,
@@ -1122,7 +1125,7 @@ def run_distill(
             languages = parse_languages("all")
         translations = None
         if chosen_targets is Targets.CROSS_LINGUAL:
-            texts, aligned, translated = _parallel_text(languages, seed, limit)
+            texts, aligned, translated = _parallel_text(languages, seed, limit, passages)
             info_prefix = read_embedding_info(teacher_dir).text_prefix
             translations = Translations(
                 aligned,
@@ -1132,6 +1135,8 @@ def run_distill(
                 prefix=info_prefix,
             )
         else:
+            if passages:
+                raise UsageError("--passages needs cross-lingual targets on the Bible")
             texts = _training_text(corpus_file, languages, seed, limit)
         if len(texts) < env.world:
             raise UsageError(f"only {len(texts)} training sentences for {env.world} processes")
@@ -1168,7 +1173,15 @@ def run_distill(
             show_progress=True,
         )
         run = _RunFacts(
-            teacher, teacher_dir, texts, languages, corpus_file, cache, cache_s, batch_size
+            teacher,
+            teacher_dir,
+            texts,
+            languages,
+            corpus_file,
+            cache,
+            cache_s,
+            batch_size,
+            passages,
         )
         result = agree(
             env,
@@ -1199,6 +1212,7 @@ class _RunFacts:
     cache: TeacherCache
     cache_s: float
     batch_size: int
+    passages: float
 
 
 def _vocab_stats(outcome: DistillOutcome, run: _RunFacts, folder: Path) -> VocabTrimStats | None:
@@ -1267,6 +1281,7 @@ def _write_output(
             vocab=_vocab_stats(outcome, run, staging),
             targets=Targets.OWN.value if outcome.translations is None else Targets.CROSS_LINGUAL,
             final_cosine=outcome.cosine,
+            passages=run.passages,
         )
         result.save(staging / "distill.json")
         write_model_card(staging, result, model_path=output)
