@@ -48,6 +48,11 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "lr3e-4": ("default at learning rate 3e-4", ["--lr", "3e-4"], "xling"),
     "trim": ("default + vocabulary trimming", ["--trim-vocab"], "xling"),
     "random-init": ("default from a random init", ["--init", "random"], "xling"),
+    "activations": (
+        "default, init by activations (Minitron: layers by block influence)",
+        ["--init", "activations"],
+        "xling",
+    ),
     "passages": (
         "default + 15% passages of 3-8 verses, up to 256 tokens",
         ["--passages", "0.15", "--max-length", "256"],

@@ -426,7 +426,12 @@ def distill(
         ),
     ] = 0.0,
     init: Annotated[
-        str, typer.Option(help="teacher (sliced teacher weights) or random.")
+        str,
+        typer.Option(
+            help="teacher (uniform teacher layers, parts kept by weight norms), activations "
+            "(layers, heads, FFN neurons and features kept by their activations on 256 "
+            "training sentences, Minitron-style) or random."
+        ),
     ] = "teacher",
     trim_vocab: Annotated[
         bool, typer.Option("--trim-vocab", help="Keep only tokens that occur in the corpus.")

@@ -145,3 +145,43 @@ def test_teacher_init_refuses_a_wider_student(tiny_bert: Path) -> None:
         build_student(teacher, StudentArch(1, 64, 4, 64), init="teacher")
     with pytest.raises(UsageError, match="only 2"):
         build_student(teacher, StudentArch(3, 32, 4, 64), init="teacher")
+
+
+def _calibration() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(5, 30, (12, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[::2, 6:] = 0
+    return ids, mask
+
+
+def test_activation_importance_scores_every_part_and_keeps_the_last_layer(
+    tiny_bert: Path,
+) -> None:
+    from kdcompress.distill.importance import measure_importance
+
+    teacher = load_teacher(tiny_bert)
+    found = measure_importance(teacher, *_calibration(), batch_size=5)
+    assert found.layers.shape == (2,) and bool((found.layers > 0).all())
+    assert found.hidden.shape == (32,) and [h.shape for h in found.heads] == [(4,), (4,)]
+    assert [f.shape for f in found.ffn] == [(64,), (64,)]
+    assert found.source_layers(1) == (2,) and found.source_layers(2) == (1, 2)
+    again = measure_importance(teacher, *_calibration(), batch_size=12)  # batching-independent
+    assert torch.allclose(again.ffn[0], found.ffn[0], atol=1e-5)
+
+
+def test_activation_init_keeps_the_most_active_parts(tiny_bert: Path) -> None:
+    from kdcompress.distill.importance import measure_importance
+
+    teacher = load_teacher(tiny_bert)
+    arch = StudentArch(1, 16, 2, 32)
+    with pytest.raises(UsageError, match="calibration"):
+        build_student(teacher, arch, init="activations")
+    student, report = build_student(teacher, arch, init="activations", calibration=_calibration())
+    found = measure_importance(teacher, *_calibration())
+    assert report.mode == "activations" and report.source_layers == (2,)
+    dims = torch.tensor(report.hidden_dims)
+    assert torch.equal(dims, torch.topk(found.hidden, 16).indices.sort().values)
+    neurons = torch.topk(found.ffn[1], 32).indices.sort().values
+    source = teacher.encoder.layer[1].intermediate.dense.weight[neurons][:, dims]
+    assert torch.equal(student.encoder.layer[0].intermediate.dense.weight, source)
+    assert any("(largest activations)" in d for d in report.details)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from kdcompress.artifacts import StudentArch
+from kdcompress.distill.importance import Importance
 from kdcompress.distill.mapping import init_source_layers
 from kdcompress.errors import UsageError
 
@@ -34,15 +35,20 @@ _ARCH_FIELDS = ("layers", "hidden", "heads", "ffn", "activation")
 
 
 class InitMode(StrEnum):
-    TEACHER = "teacher"
+    TEACHER = "teacher"  # uniform teacher layers, parts kept by weight norms
+    ACTIVATIONS = "activations"  # layers, heads, neurons, features kept by activations
     RANDOM = "random"
+
+
+SLICING = (InitMode.TEACHER, InitMode.ACTIVATIONS)
 
 
 def parse_init(name: str) -> InitMode:
     try:
         return InitMode(name.lower())
     except ValueError:
-        raise UsageError(f"unknown --init '{name}' (choose teacher or random)") from None
+        choices = ", ".join(m.value for m in InitMode)
+        raise UsageError(f"unknown --init '{name}' (choose {choices})") from None
 
 
 # ----------------------------------------------------------------------------- architectures
@@ -137,12 +143,12 @@ def _check_against_teacher(arch: StudentArch, config: Any, init: str) -> None:
         raise UsageError(
             f"student has {arch.layers} layers but the teacher only {config.num_hidden_layers}"
         )
-    if init != InitMode.TEACHER or config.model_type not in BERT_FAMILY:
+    if init not in SLICING or config.model_type not in BERT_FAMILY:
         return
     for name, teacher_value in (("hidden", config.hidden_size), ("ffn", config.intermediate_size)):
         if getattr(arch, name) > teacher_value:
             raise UsageError(
-                f"--init teacher slices teacher weights, but student {name} "
+                f"--init {init} slices teacher weights, but student {name} "
                 f"{getattr(arch, name)} > teacher {teacher_value}; use --init random"
             )
 
@@ -199,11 +205,14 @@ def build_student(
     seed: int = 0,
     keep_tokens: Sequence[int] | None = None,
     dropout: float | None = None,
+    calibration: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Any, InitReport]:
     """A new student model and how it was initialised.
 
     ``keep_tokens`` (ascending teacher token ids) builds it with a trimmed vocabulary whose
     row ``k`` is teacher token ``keep_tokens[k]`` (see :mod:`kdcompress.distill.vocab`).
+    ``calibration`` (teacher token ids and attention mask) is what ``init="activations"``
+    runs the teacher on to score its parts.
     """
     from transformers import AutoModel
 
@@ -218,11 +227,19 @@ def build_student(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the random part of the student depends on the seed only
         student = AutoModel.from_config(config, add_pooling_layer=False)
-    dims = _top(teacher.get_input_embeddings().weight.norm(dim=0), arch.hidden)
     same_family = teacher.config.model_type in BERT_FAMILY
+    importance = None
+    if mode is InitMode.ACTIVATIONS and same_family:
+        from kdcompress.distill.importance import measure_importance
+
+        if calibration is None:
+            raise UsageError("--init activations needs calibration sentences")
+        importance = measure_importance(teacher, *calibration)
+    norms = teacher.get_input_embeddings().weight.norm(dim=0)
+    dims = _top(importance.hidden if importance is not None else norms, arch.hidden)
     with torch.no_grad():
-        if mode is InitMode.TEACHER and same_family:
-            report = _init_from_teacher(teacher, student, arch, tokens, dims)
+        if mode in SLICING and same_family:
+            report = _init_from_teacher(teacher, student, arch, tokens, dims, importance)
         else:
             report = _init_random(teacher, student, tokens, dims, same_family)
     return student.eval(), report  # like from_pretrained: training code calls .train()
@@ -259,44 +276,60 @@ def _init_random(
 
 
 def _init_from_teacher(
-    teacher: Any, student: Any, arch: StudentArch, tokens: Tensor, dims: Tensor
+    teacher: Any,
+    student: Any,
+    arch: StudentArch,
+    tokens: Tensor,
+    dims: Tensor,
+    importance: Importance | None,
 ) -> InitReport:
-    sources = init_source_layers(teacher.config.num_hidden_layers, arch.layers)
+    if importance is not None:
+        sources = importance.source_layers(arch.layers)
+    else:
+        sources = init_source_layers(teacher.config.num_hidden_layers, arch.layers)
     _copy_embeddings(teacher.embeddings, student.embeddings, tokens, dims)
     head_notes, ffn_notes = set(), set()
+    how = "activations" if importance is not None else "weight norms"
     for index, layer in enumerate(sources):
         src, dst = teacher.encoder.layer[layer - 1], student.encoder.layer[index]
-        heads, head_note = _head_rows(src, teacher.config, arch)
-        ffn = _top(_ffn_scores(src), arch.ffn)
+        head_scores = importance.heads[layer - 1] if importance is not None else None
+        heads, head_note = _head_rows(src, teacher.config, arch, head_scores, how)
+        ffn_scores = importance.ffn[layer - 1] if importance is not None else _ffn_scores(src)
+        ffn = _top(ffn_scores, arch.ffn)
         _copy_layer(src, dst, dims, heads, ffn)
         head_notes.add(head_note)
-        ffn_notes.add(_kept("FFN neurons", len(ffn), teacher.config.intermediate_size))
-    width = _kept("hidden features", arch.hidden, teacher.config.hidden_size)
+        ffn_notes.add(_kept("FFN neurons", len(ffn), teacher.config.intermediate_size, how))
+    width = _kept("hidden features", arch.hidden, teacher.config.hidden_size, how)
     details = (
         f"from teacher layers {', '.join(map(str, sources))} and its embeddings",
         width,
         *sorted(head_notes),
         *sorted(ffn_notes),
     )
-    return InitReport(InitMode.TEACHER.value, sources, tuple(dims.tolist()), details)
+    mode = InitMode.ACTIVATIONS if importance is not None else InitMode.TEACHER
+    return InitReport(mode.value, sources, tuple(dims.tolist()), details)
 
 
-def _kept(what: str, kept: int, total: int) -> str:
+def _kept(what: str, kept: int, total: int, how: str = "weight norms") -> str:
     if kept == total:
         return f"all {total} {what} copied"
-    return f"{kept} of {total} {what} kept (largest weight norms)"
+    return f"{kept} of {total} {what} kept (largest {how})"
 
 
-def _head_rows(layer: Any, config: Any, arch: StudentArch) -> tuple[Tensor, str]:
+def _head_rows(
+    layer: Any, config: Any, arch: StudentArch, head_scores: Tensor | None, how: str
+) -> tuple[Tensor, str]:
     """Rows of the teacher's Q/K/V projections that feed the student's attention heads."""
     heads, width = config.num_attention_heads, config.hidden_size
     head_dim = width // heads
     out_cols = layer.attention.output.dense.weight.norm(dim=0)  # one score per Q/K/V row
+    if head_scores is not None:  # each row weighted by how much its head contributes
+        out_cols = out_cols * head_scores.to(out_cols.dtype).repeat_interleave(head_dim)
     if arch.hidden // arch.heads == head_dim and arch.heads <= heads:
         scores = out_cols.view(heads, head_dim).norm(dim=1)
         kept = _top(scores, arch.heads)
         rows = (kept[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
-        return rows, _kept("attention heads", arch.heads, heads)
+        return rows, _kept("attention heads", arch.heads, heads, how)
     rows = _top(out_cols, arch.hidden)
     note = f"attention regrouped: {arch.heads} heads of {arch.hidden // arch.heads} dims from "
     return rows, note + f"the teacher's {heads} x {head_dim}"

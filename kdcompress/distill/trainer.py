@@ -758,6 +758,7 @@ class _Run:
             seed=self.settings.seed,
             keep_tokens=trim.keep_ids if trim else None,
             dropout=self.settings.dropout,
+            calibration=_calibration(cache) if self.settings.init == "activations" else None,
         )
         if self.settings.freeze_embeddings:
             student.get_input_embeddings().weight.requires_grad_(False)
@@ -814,6 +815,15 @@ class _Run:
             translations=translations.languages if translations is not None else None,
             vocab_trim=trim,
         )
+
+
+CALIBRATION_SENTENCES = 256  # what --init activations scores the teacher's parts on
+
+
+def _calibration(cache: TeacherCache) -> tuple[Tensor, Tensor]:
+    """The first cached sentences as teacher inputs (a random sample: caches are shuffled)."""
+    batch = cache.batch(np.arange(min(CALIBRATION_SENTENCES, len(cache))), ())
+    return batch.input_ids, batch.attention_mask
 
 
 class _Loop:
