@@ -1,6 +1,6 @@
 # Two entry points do all set-up on a fresh machine (each creates .venv on first use):
 #   make demo   runs the pipeline end to end on the built-in offline default
-#   make test   ruff, mypy and the fast test suite (what CI runs)
+#   make test   ruff, mypy, the import contracts and the fast test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -26,6 +26,7 @@ test: $(STAMP)
 	$(BIN)/ruff check kdcompress tests benchmarks
 	$(BIN)/ruff format --check kdcompress tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 
 test-slow: $(STAMP)

@@ -41,7 +41,7 @@ from kdcompress.artifacts import (
 from kdcompress.console import info
 from kdcompress.errors import ArtifactError
 from kdcompress.pipeline import PLANS, Budget, BudgetPlan, chosen_arch, search_stage
-from kdcompress.search.space import SearchSpace
+from kdcompress.space import SearchSpace
 
 SEQ_LEN = 128
 TASKS = ("retrieval", "imdb", "zh-inews")
@@ -97,8 +97,8 @@ def hand_picked_options(teacher: StudentArch) -> list[tuple[StudentArch, str]]:
 
 
 def pick_students(run_dir: Path, args: argparse.Namespace, plan: BudgetPlan) -> Students:
-    from kdcompress.profile.predictor import LatencyModel
-    from kdcompress.profile.runner import load_profile
+    from kdcompress.latency.predictor import LatencyModel
+    from kdcompress.latency.schema import load_profile
     from kdcompress.search.runner import SearchResult
 
     search_json = search_stage(run_dir, args.teacher, args.target, plan, args.seed)
@@ -120,8 +120,7 @@ def pick_students(run_dir: Path, args: argparse.Namespace, plan: BudgetPlan) -> 
 
 
 def distill(run_dir: Path, name: str, arch: StudentArch, args: argparse.Namespace) -> Path:
-    from kdcompress.distill import run_distill
-    from kdcompress.distill.trainer import checkpoint_dir_for
+    from kdcompress.distill import checkpoint_dir_for, run_distill
 
     out = run_dir / name
     if (out / "distill.json").is_file():
@@ -147,7 +146,8 @@ def export_and_validate(
 ) -> ValidationReport:
     """The student exported (fp32 + int8) and validated side by side with the teacher (whose
     export and scores the validation keeps in the cache, so both students share them)."""
-    from kdcompress.export import ExportFormat, format_for_backend
+    from kdcompress.export import ExportFormat, format_for_backend, teacher_export
+    from kdcompress.hardware import physical_cores
     from kdcompress.pipeline import export_stage
     from kdcompress.quantize import QuantizeOptions, parse_quantization
     from kdcompress.validate import REPORT, validate_export
@@ -164,7 +164,7 @@ def export_and_validate(
         pass
     return validate_export(
         export_dir=out,
-        teacher=args.teacher,
+        teacher=teacher_export(args.teacher, args.backend, args.threads or physical_cores()),
         profile=args.target,
         threads=args.threads,
         quality=suite,

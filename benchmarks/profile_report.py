@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kdcompress.profile.schema import HardwareProfile
+from kdcompress.latency.schema import HardwareProfile
 
 
 def row(path: Path) -> str:

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from kdcompress.artifacts import StudentArch, atomic_write_text
-from kdcompress.distill.trainer import checkpoint_dir_for
-from kdcompress.evaluate import EvalReport
+from kdcompress.distill import checkpoint_dir_for
 from kdcompress.hardware import cpu_model
+from kdcompress.quality import EvalReport
 from kdcompress.search.proxy import ProxyEvaluator, ProxySettings
 
 ARCHS = (
@@ -65,7 +65,7 @@ def arch_json(arch: StudentArch) -> str:
 def paper_proxy(args: argparse.Namespace, teacher_dir: Path, arch: StudentArch) -> float:
     """1 - L_HS after the paper's short hidden-state distillation on the proxy books."""
     from kdcompress.corpus import iter_sentences
-    from kdcompress.distill import TeacherCache, distill_student
+    from kdcompress.kd import TeacherCache, distill_student
 
     settings = ProxySettings(sentences=args.proxy_sentences, steps=args.proxy_steps)
     texts = list(iter_sentences("proxy", settings.languages, seed=0, limit=settings.sentences))

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from kdcompress.artifacts import DistillResult, atomic_write_text
-from kdcompress.distill.trainer import checkpoint_dir_for
-from kdcompress.evaluate import EvalReport
+from kdcompress.distill import checkpoint_dir_for
 from kdcompress.hardware import cpu_model
+from kdcompress.quality import EvalReport
 
 ARCH = '{"layers": 2, "hidden": 384, "heads": 12, "ffn": 1536}'
 KDCOMPRESS = [sys.executable, "-m", "kdcompress"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from kdcompress.search.proxy import ProxySettings
 from kdcompress.search.reward import RewardSettings
 from kdcompress.search.runner import RESULT_FILE, SearchResult, SearchSettings, run_search
-from kdcompress.search.space import SearchSpace
+from kdcompress.space import SearchSpace
 
 
 def parse() -> argparse.Namespace:

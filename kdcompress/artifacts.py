@@ -489,6 +489,11 @@ class ModelSummary:
     eval_report: str | None = None  # the full evaluation report
 
 
+# File names of the stages' artifacts, one place for every reader and writer.
+MANIFEST = "export.json"  # an export folder's manifest
+VALIDATION_REPORT = "validation.json"
+VALIDATION_MARKDOWN = "validation.md"
+
 # Names of the models a validation measures side by side.
 TEACHER = "teacher"
 STUDENT_FP32 = "student-fp32"

@@ -584,7 +584,7 @@ def build_zh_inews(sources: Sequence[Path], dest: Path) -> None:
     """zh-inews (Chinese news sentiment, 3 classes): the official train/dev/test pickles.
 
     Each holds a tuple ``(titles, contents, labels)`` of plain lists; readers must unpickle them
-    with a loader that refuses every global (see ``kdcompress.evaluate``), never ``pickle.load``.
+    with a loader that refuses every global (see ``kdcompress.quality``), never ``pickle.load``.
     """
     with status("Unpacking zh-inews"), zipfile.ZipFile(sources[0]) as archive:
         for split in ZH_INEWS_SPLITS:

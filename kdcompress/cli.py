@@ -209,7 +209,7 @@ def profile(
     """
     from kdcompress.profile.runner import default_name, make_settings, run_profile
     from kdcompress.render import profile_summary
-    from kdcompress.search.space import load_space
+    from kdcompress.space import load_space
 
     _check_device(device)
     if name is not None:
@@ -305,7 +305,7 @@ def search(
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
     from kdcompress.search.runner import SETTINGS_FILE, SearchSettings, run_search
-    from kdcompress.search.space import load_space
+    from kdcompress.space import load_space
 
     if not (math.isfinite(alpha) and alpha < 0):
         raise UsageError(f"--alpha {alpha:g}: must be below 0 (faster students earn more)")
@@ -461,13 +461,9 @@ def distill(
 
     Example: [bold]kdcompress distill --arch runs/s1/search.json --steps 2000 --output st/s1[/]
     """
-    from kdcompress.distill import (
-        load_search_arch,
-        parse_arch_json,
-        parse_languages,
-        run_distill,
-        show_result,
-    )
+    from kdcompress.distill import parse_languages, run_distill
+    from kdcompress.kd.student import load_search_arch, parse_arch_json
+    from kdcompress.render import show_result
     from kdcompress.textfile import read_text_lines
 
     if arch is not None and arch_json is None:
@@ -656,17 +652,24 @@ def _validate(
     runs: int = 30,
     memory: bool = True,
 ) -> None:
+    from kdcompress.export import teacher_export
+    from kdcompress.hardware import physical_cores
     from kdcompress.render import validation_tables
     from kdcompress.validate import (
         DEFAULT_BATCH_SIZES,
         MARKDOWN,
         REPORT,
+        read_manifest,
         validate_export,
     )
 
+    threads = threads or physical_cores()
+    teacher_dir = None
+    if teacher is not None:  # compared on the student's runtime: exported there once, cached
+        teacher_dir = teacher_export(teacher, read_manifest(export_dir).backend, threads)
     report = validate_export(
         export_dir=export_dir,
-        teacher=teacher,
+        teacher=teacher_dir,
         profile=target,
         seq_lens=tuple(seq_len) if seq_len else None,
         batch_sizes=tuple(batch or DEFAULT_BATCH_SIZES),
@@ -770,7 +773,7 @@ def evaluate(
 
     Example: [bold]kdcompress eval --model me5-small --quick[/]
     """
-    from kdcompress.evaluate import make_settings, parse_languages, run_eval
+    from kdcompress.quality import make_settings, parse_languages, run_eval
     from kdcompress.render import eval_table
 
     settings = make_settings(

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 
-from kdcompress.artifacts import ExportManifest, atomic_output_dir
+from kdcompress.artifacts import MANIFEST, ExportManifest, atomic_output_dir
+from kdcompress.assets import EMBEDDING_INFO
 from kdcompress.backends import Backend, BackendName, get_backend, parse_backend_name
 from kdcompress.console import info, status
 from kdcompress.errors import KDCompressError, UsageError, parse_choice
 from kdcompress.hardware import physical_cores
 from kdcompress.models import resolve_model
+from kdcompress.parity import check_parity
 from kdcompress.quantize import Quantization, QuantizeOptions, load_calibration, quantize_export
-from kdcompress.validate import check_parity
-
-MANIFEST = "export.json"
-EMBEDDING_INFO = "kdcompress_model.json"  # pooling and text prefix, written by assets
 
 
 class ExportFormat(StrEnum):
@@ -142,3 +142,37 @@ def _export(backend: Backend, *, model_dir: Path, output_dir: Path) -> Path:
             f"cannot export model type '{model_type}' from {model_dir}: {first_line}"
         ) from exc
     return result
+
+
+def teacher_export(teacher: str, backend: str, threads: int) -> Path:
+    """An export folder of ``teacher`` for ``backend``: given, or made once and cached.
+
+    Comparing against the teacher needs it on the same runtime; exporting a 100M-parameter
+    teacher takes minutes, so the fp32 export is kept in the cache and reused.
+    """
+    from kdcompress.assets import cache_dir
+
+    given = Path(teacher).expanduser()
+    if (given / MANIFEST).is_file():
+        return given
+    slug = teacher.strip("/").replace("/", "--").replace(" ", "_")
+    if given.is_dir():
+        # A local folder: the same name in two places must not collide, and a model rewritten
+        # in place must not reuse the export of its old weights.
+        stamps = [
+            f"{f.name}:{f.stat().st_mtime_ns}" for f in sorted(given.iterdir()) if f.is_file()
+        ]
+        key = "|".join([str(given.resolve()), *stamps])
+        slug = f"{given.resolve().name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    # Version strings may hold slashes (OpenVINO's build tag): keep the folder name flat.
+    version = re.sub(r"[^A-Za-z0-9._-]+", "_", get_backend(backend).version())
+    target = cache_dir() / "teacher-exports" / f"{slug}-{backend}-{version}"
+    if not (target / MANIFEST).is_file():
+        export_model(
+            model=teacher,
+            fmt=format_for_backend(backend),
+            output=target,
+            overwrite=True,
+            threads=threads,
+        )
+    return target

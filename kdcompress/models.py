@@ -1,10 +1,13 @@
-"""Resolve what the user names as a model: a built-in teacher, a local folder or a hub id."""
+"""Resolve what the user names as a model (a built-in teacher, a local folder or a hub id), and
+read its shape."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+from kdcompress.artifacts import StudentArch
 from kdcompress.errors import ModelNotFoundError
 
 # "org/name" or "name": what a Hugging Face Hub id looks like (and a local path usually not).
@@ -53,3 +56,15 @@ def _from_hub(model_id: str) -> Path:
             f"model '{model_id}' not found: not a local folder, not a built-in teacher "
             f"({builtins}), and not available from the Hugging Face Hub ({reason})"
         ) from exc
+
+
+def teacher_arch(teacher_dir: Path) -> StudentArch:
+    """The teacher's own shape, to predict its latency with the same latency model."""
+    config = json.loads((teacher_dir / "config.json").read_text())
+    return StudentArch(
+        layers=int(config["num_hidden_layers"]),
+        hidden=int(config["hidden_size"]),
+        heads=int(config["num_attention_heads"]),
+        ffn=int(config["intermediate_size"]),
+        activation=str(config.get("hidden_act", "gelu")),
+    )

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from kdcompress.artifacts import ExportManifest, StudentArch, ValidationReport
+from kdcompress.artifacts import MANIFEST, ExportManifest, StudentArch, ValidationReport
 from kdcompress.console import info, warn
 from kdcompress.errors import ArtifactError, KDCompressError, parse_choice
-from kdcompress.export import MANIFEST, ExportFormat, export_model, format_for_backend
+from kdcompress.export import ExportFormat, export_model, format_for_backend
 from kdcompress.quantize import Quantization, QuantizeOptions, parse_quantization
 from kdcompress.render import validation_tables
 from kdcompress.report import write_report
@@ -93,7 +93,7 @@ def search_stage(run_dir: Path, teacher: str, profile: Path, plan: BudgetPlan, s
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
     from kdcompress.search.runner import RESULT_FILE, SETTINGS_FILE, SearchSettings, run_search
-    from kdcompress.search.space import SearchSpace
+    from kdcompress.space import SearchSpace
 
     out = run_dir / "search"
     if (out / RESULT_FILE).is_file():
@@ -137,8 +137,7 @@ def chosen_arch(search_json: Path, target: str) -> tuple[StudentArch, str]:
 def distill_stage(
     run_dir: Path, teacher: str, arch: StudentArch, plan: BudgetPlan, seed: int
 ) -> Path:
-    from kdcompress.distill import run_distill
-    from kdcompress.distill.trainer import checkpoint_dir_for
+    from kdcompress.distill import checkpoint_dir_for, run_distill
 
     out = run_dir / "student"
     if (out / "distill.json").is_file():

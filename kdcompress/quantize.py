@@ -46,6 +46,7 @@ from kdcompress.backends import Backend, LoadedModel
 from kdcompress.console import console, info, status, warn
 from kdcompress.errors import ArtifactError, KDCompressError, UsageError, parse_choice
 from kdcompress.hardware import isa_flags
+from kdcompress.parity import check_parity, model_bytes
 
 DEFAULT_CALIBRATION_SIZE = 128
 DEFAULT_MIN_INT8_COSINE = 0.98
@@ -172,7 +173,7 @@ class QualityGate:
     def __init__(
         self, *, backend: Backend, model_dir: Path, fp32_file: Path, options: QuantizeOptions
     ) -> None:
-        from kdcompress.evaluate import full_settings, quick_settings
+        from kdcompress.quality import full_settings, quick_settings
 
         assert options.max_quality_drop is not None
         self.max_drop = options.max_quality_drop
@@ -181,7 +182,7 @@ class QualityGate:
         self._fp32: dict[str, float] | None = None
 
     def _scores(self, artifact: Path, threads: int) -> dict[str, float]:
-        from kdcompress.evaluate import score_model_file
+        from kdcompress.quality import score_model_file
 
         return score_model_file(
             model_dir=self.model_dir,
@@ -510,8 +511,6 @@ def _try_plans(
 ) -> tuple[Path, list[Int8Attempt]]:
     """Run the plans in order until one keeps parity (and, with ``gate``, quality); the
     accepted file and every attempt."""
-    from kdcompress.validate import check_parity
-
     layers = _num_layers(model_dir)
     edges = {0, layers - 1}
     attempts: list[Int8Attempt] = []
@@ -684,12 +683,6 @@ def _max_seq_len(model_dir: Path) -> int:
 def _num_layers(model_dir: Path) -> int:
     config = json.loads((model_dir / "config.json").read_text())
     return int(config.get("num_hidden_layers") or config.get("n_layers") or 0)
-
-
-def model_bytes(model_file: Path) -> int:
-    """Size of a model file and its weights file (OpenVINO's .bin, ONNX external data)."""
-    files = [model_file, model_file.with_suffix(".bin"), Path(f"{model_file}_data")]
-    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def _first_line(exc: BaseException) -> str:

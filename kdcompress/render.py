@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from kdcompress.artifacts import ParityReport, ValidationReport
+from kdcompress.artifacts import DistillResult, ParityReport, ValidationReport
 
 if TYPE_CHECKING:
-    from kdcompress.profile.schema import HardwareProfile
+    from kdcompress.latency.schema import HardwareProfile
     from kdcompress.search.runner import SearchResult
 from kdcompress.console import console, warn
 
@@ -30,7 +31,7 @@ def parity_table(parity: ParityReport) -> None:
 
 
 def validation_tables(report: ValidationReport) -> None:
-    from kdcompress.report import prediction_lines, validation_summary
+    from kdcompress.summaries import prediction_lines, validation_summary
 
     parity_table(report.parity)
     header, rows = validation_summary(report)
@@ -129,7 +130,7 @@ def search_summary(result: SearchResult) -> None:
 
 
 if TYPE_CHECKING:
-    from kdcompress.evaluate import EvalReport
+    from kdcompress.quality import EvalReport
 
 
 def _ratio_text(ratio: float | None) -> str:
@@ -178,3 +179,41 @@ def eval_table(report: EvalReport) -> None:
     console.print(f"{wall} on {threads}, batch {report.batch_size}")
     if kept is not None:
         console.print("retention = score / reference score; overall = mean of the task ratios")
+
+
+def show_result(result: DistillResult, output: Path) -> None:
+    """The run's summary as a table on the kdcompress console."""
+    table = Table(title=f"Distilled {result.arch.describe()} -> {output}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    rows = [
+        ("init", result.init),
+        ("steps x batch", f"{result.steps} x {result.batch_size}"),
+        ("training sentences", f"{result.sentences:,}"),
+        ("objective", f"{result.loss}, {result.targets} targets"),
+        ("final sentence-embedding loss", f"{result.final_pooled_loss:.4f}"),
+        ("training time", f"{result.wall_s:.0f} s ({result.sentences_per_s:.1f} sentences/s)"),
+        ("teacher cache", f"{result.teacher_cache_s:.0f} s"),
+        ("parameters", f"{result.parameters:,}"),
+    ]
+    if result.final_cosine is not None:
+        rows.insert(5, ("final cosine to the teacher", f"{result.final_cosine:.4f}"))
+    if result.final_hidden_loss is not None:
+        rows.insert(4, ("final hidden loss L_HS (normalised)", f"{result.final_hidden_loss:.4f}"))
+    if result.final_relation_loss is not None:
+        rows.insert(5, ("final attention-relation loss", f"{result.final_relation_loss:.4f}"))
+    if result.vocab is not None:
+        v = result.vocab
+        rows += [
+            ("vocabulary", f"{v.vocab_before:,} -> {v.vocab_after:,}"),
+            ("parameters before trimming", f"{v.params_before:,}"),
+            ("weights (fp32)", _mb(v.weights_bytes_before, v.weights_bytes_after)),
+            ("tokenizer files", _mb(v.tokenizer_bytes_before, v.tokenizer_bytes_after)),
+        ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def _mb(before: int, after: int) -> str:
+    return f"{before / 1e6:.1f} MB -> {after / 1e6:.1f} MB"

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from kdcompress.artifacts import (
+    MANIFEST,
     STUDENT_FP32,
     STUDENT_INT8,
     STUDENT_PYTORCH,
     TEACHER,
+    VALIDATION_MARKDOWN,
+    VALIDATION_REPORT,
     ExportManifest,
     LatencyRow,
     MemoryUse,
     ModelSummary,
-    ParityReport,
     PredictedLatency,
     ValidationReport,
     atomic_write_text,
@@ -28,46 +26,17 @@ from kdcompress.backends import LoadedModel, get_backend
 from kdcompress.backends.base import compare_latency
 from kdcompress.console import info, progress, status, warn
 from kdcompress.encoding import (
-    SAMPLE_SENTENCES,
-    load_tokenizer,
-    mean_pool,
-    row_cosine,
     synthetic_batch,
-    tokenize,
 )
 from kdcompress.errors import ArtifactError, UsageError
 from kdcompress.hardware import cpu_model, physical_cores
-from kdcompress.quantize import model_bytes
+from kdcompress.parity import check_parity, model_bytes
 
-REPORT = "validation.json"
-MARKDOWN = "validation.md"
+REPORT = VALIDATION_REPORT
+MARKDOWN = VALIDATION_MARKDOWN
 DEFAULT_SEQ_LENS = (32, 128)
 DEFAULT_BATCH_SIZES = (1, 8)  # latency, and a throughput batch
 SUITES = ("none", "quick", "full")
-
-
-def _text_prefix(model_dir: Path) -> str:
-    info = model_dir / "kdcompress_model.json"
-    return str(json.loads(info.read_text()).get("text_prefix", "")) if info.is_file() else ""
-
-
-def check_parity(
-    *, source_dir: Path, candidate: LoadedModel, min_cosine: float = 0.999
-) -> ParityReport:
-    """Compare ``candidate`` with the PyTorch model in ``source_dir`` on multilingual sentences."""
-    reference = get_backend("torch").load(model_path=source_dir, threads=candidate.threads)
-    prefix = _text_prefix(source_dir)
-    batch = tokenize(load_tokenizer(source_dir), [prefix + s for s in SAMPLE_SENTENCES])
-    expected, actual = reference.run(batch), candidate.run(batch)
-    mask = batch["attention_mask"]
-    cosines = row_cosine(mean_pool(expected, mask), mean_pool(actual, mask))
-    return ParityReport(
-        sentences=len(SAMPLE_SENTENCES),
-        max_abs_diff=float(np.abs(expected - actual)[mask.astype(bool)].max()),
-        min_cosine=float(cosines.min()),
-        mean_cosine=float(cosines.mean()),
-        min_cosine_required=min_cosine,
-    )
 
 
 def _model_limits(model_dir: Path) -> tuple[int, int]:
@@ -75,9 +44,8 @@ def _model_limits(model_dir: Path) -> tuple[int, int]:
     return int(config["vocab_size"]), int(config.get("max_position_embeddings", 512))
 
 
-def _load_manifest(export_dir: Path) -> ExportManifest:
-    from kdcompress.export import MANIFEST
-
+def read_manifest(export_dir: Path) -> ExportManifest:
+    """An export folder's manifest, or a clear error if the folder is not an export."""
     if not (export_dir / MANIFEST).is_file():
         raise ArtifactError(f"{export_dir}: not an export directory (no {MANIFEST})")
     return ExportManifest.load(export_dir / MANIFEST)
@@ -91,12 +59,9 @@ def _source_dir(folder: Path, manifest: ExportManifest) -> Path:
     return source
 
 
-def _teacher(
-    teacher: str, student: ExportManifest, threads: int
-) -> tuple[Path, ExportManifest, int]:
+def _teacher(folder: Path, student: ExportManifest) -> tuple[Path, ExportManifest, int]:
     """The teacher's export folder on the student's runtime, its manifest, its vocab size."""
-    folder = teacher_export_dir(teacher, student.backend, threads)
-    manifest = _load_manifest(folder)
+    manifest = read_manifest(folder)
     if manifest.backend != student.backend:
         raise UsageError(
             f"teacher export runs on {manifest.backend}, the student on {student.backend}: "
@@ -117,45 +82,10 @@ def _load(backend: str, path: Path, threads: int) -> LoadedModel:
     return get_backend(backend).load(model_path=path, threads=threads)
 
 
-def teacher_export_dir(teacher: str, backend: str, threads: int) -> Path:
-    """An export folder of ``teacher`` for ``backend``: given, or made once and cached.
-
-    Comparing against the teacher needs it on the same runtime; exporting a 100M-parameter
-    teacher takes minutes, so the fp32 export is kept in the cache and reused.
-    """
-    from kdcompress.assets import cache_dir
-    from kdcompress.export import MANIFEST, export_model, format_for_backend
-
-    given = Path(teacher).expanduser()
-    if (given / MANIFEST).is_file():
-        return given
-    slug = teacher.strip("/").replace("/", "--").replace(" ", "_")
-    if given.is_dir():
-        # A local folder: the same name in two places must not collide, and a model rewritten
-        # in place must not reuse the export of its old weights.
-        stamps = [
-            f"{f.name}:{f.stat().st_mtime_ns}" for f in sorted(given.iterdir()) if f.is_file()
-        ]
-        key = "|".join([str(given.resolve()), *stamps])
-        slug = f"{given.resolve().name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-    # Version strings may hold slashes (OpenVINO's build tag): keep the folder name flat.
-    version = re.sub(r"[^A-Za-z0-9._-]+", "_", get_backend(backend).version())
-    target = cache_dir() / "teacher-exports" / f"{slug}-{backend}-{version}"
-    if not (target / MANIFEST).is_file():
-        export_model(
-            model=teacher,
-            fmt=format_for_backend(backend),
-            output=target,
-            overwrite=True,
-            threads=threads,
-        )
-    return target
-
-
 def validate_export(
     *,
     export_dir: Path,
-    teacher: str | Path | None = None,
+    teacher: Path | None = None,
     profile: Path | None = None,
     seq_lens: tuple[int, ...] | None = None,
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
@@ -168,20 +98,20 @@ def validate_export(
     """Parity, side-by-side latency, size, memory and quality of an export in one report.
 
     Measured together in one process on the same runtime and threads: the student's fp32
-    file, its int8 file when the export was quantized, and the teacher (``teacher``: an export
-    folder, or a model that is exported to the same runtime first) -- or, without a teacher,
-    the student's PyTorch source. ``quality`` (quick / full) runs the evaluation suite on each;
-    ``memory`` measures each file's peak RSS in a process of its own. With ``profile``, the
-    latency the hardware profile predicted for the student is reported next to the
-    measurement. Writes ``validation.json`` and ``validation.md`` into ``export_dir``.
+    file, its int8 file when the export was quantized, and the teacher (``teacher``: its export
+    folder on the same runtime, see :func:`kdcompress.export.teacher_export`) -- or, without a
+    teacher, the student's PyTorch source. ``quality`` (quick / full) runs the evaluation
+    suite on each; ``memory`` measures each file's peak RSS in a process of its own. With
+    ``profile``, the latency the hardware profile predicted for the student is reported next
+    to the measurement. Writes ``validation.json`` and ``validation.md`` into ``export_dir``.
     """
     threads = threads or physical_cores()
     suite = parse_suite(quality)
     if suite != "none":  # missing evaluation data fails now, not after minutes of timing
-        from kdcompress.evaluate import check_data
+        from kdcompress.quality import check_data
 
         check_data(suite)
-    manifest = _load_manifest(export_dir)
+    manifest = read_manifest(export_dir)
     source_dir = _source_dir(export_dir, manifest)
     vocab, max_positions = _model_limits(source_dir)
     # Position ids start after the padding index in RoBERTa-style models, so leave a margin.
@@ -194,7 +124,7 @@ def validate_export(
     quantization = {STUDENT_FP32: "none", STUDENT_INT8: manifest.quantization}
     teacher_dir = None
     if teacher is not None:
-        teacher_dir, teacher_manifest, teacher_vocab = _teacher(str(teacher), manifest, threads)
+        teacher_dir, teacher_manifest, teacher_vocab = _teacher(Path(teacher), manifest)
         files = {TEACHER: teacher_dir / teacher_manifest.model_file, **files}
         quantization[TEACHER] = teacher_manifest.quantization
         vocab = min(vocab, teacher_vocab)  # synthetic token ids must exist in both
@@ -238,7 +168,7 @@ def validate_export(
         eval_suite=suite,
     )
     report.save(export_dir / REPORT)
-    from kdcompress.report import validation_markdown
+    from kdcompress.summaries import validation_markdown
 
     atomic_write_text(export_dir / MARKDOWN, "\n".join(validation_markdown(report)) + "\n")
     return report
@@ -276,7 +206,7 @@ def _quality(
     An evaluation already written for the same model file (and settings) is reused: quality
     does not change between validations, so re-measuring latency on a quiet machine is fast.
     """
-    from kdcompress.evaluate import full_settings, quick_settings, run_eval
+    from kdcompress.quality import full_settings, quick_settings, run_eval
 
     if suite == "none":
         return {}
@@ -315,7 +245,7 @@ def _earlier_eval(
     """The evaluation at ``path`` (kept in the folder of the model it scored) if it was made
     with these settings after the file was last written, and after its reference, whose
     scores its retention used."""
-    from kdcompress.evaluate import EvalReport
+    from kdcompress.quality import EvalReport
 
     try:
         report = EvalReport.load(path)
@@ -366,9 +296,9 @@ def _predicted(
     """What the hardware profile predicted for the student, where its grid covers the shape."""
     if profile is None:
         return ()
-    from kdcompress.profile.predictor import LatencyModel
-    from kdcompress.profile.runner import load_profile
-    from kdcompress.search.runner import teacher_arch
+    from kdcompress.latency.predictor import LatencyModel
+    from kdcompress.latency.schema import load_profile
+    from kdcompress.models import teacher_arch
 
     model = LatencyModel.from_profile(load_profile(profile))
     arch = teacher_arch(source_dir)

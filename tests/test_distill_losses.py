@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kdcompress.distill.losses import (
+from kdcompress.kd.losses import (
     attention_relation_loss,
     feature_variance,
     hidden_mse,

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from kdcompress.artifacts import StudentArch
-from kdcompress.distill.mapping import (
+from kdcompress.errors import UsageError
+from kdcompress.kd.mapping import (
     HiddenProjection,
     init_source_layers,
     mapping_table,
     teacher_layers_needed,
     uniform_last_pairs,
 )
-from kdcompress.distill.student import build_student, parse_arch_json, validate_arch
-from kdcompress.distill.teacher_cache import load_teacher
-from kdcompress.errors import UsageError
+from kdcompress.kd.student import build_student, parse_arch_json, validate_arch
+from kdcompress.kd.teacher_cache import load_teacher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -157,7 +157,7 @@ def _calibration() -> tuple[torch.Tensor, torch.Tensor]:
 def test_activation_importance_scores_every_part_and_keeps_the_last_layer(
     tiny_bert: Path,
 ) -> None:
-    from kdcompress.distill.importance import measure_importance
+    from kdcompress.kd.importance import measure_importance
 
     teacher = load_teacher(tiny_bert)
     found = measure_importance(teacher, *_calibration(), batch_size=5)
@@ -170,7 +170,7 @@ def test_activation_importance_scores_every_part_and_keeps_the_last_layer(
 
 
 def test_activation_init_keeps_the_most_active_parts(tiny_bert: Path) -> None:
-    from kdcompress.distill.importance import measure_importance
+    from kdcompress.kd.importance import measure_importance
 
     teacher = load_teacher(tiny_bert)
     arch = StudentArch(1, 16, 2, 32)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from kdcompress.artifacts import LossPoint, StudentArch
-from kdcompress.distill import distill_student
-from kdcompress.distill.losses import contrastive_loss, cosine_distance
-from kdcompress.distill.parallel import Translations
+from kdcompress.kd import distill_student
+from kdcompress.kd.losses import contrastive_loss, cosine_distance
+from kdcompress.kd.parallel import Translations
 
 SOURCES = [f"the {w} student number {i}" for i in range(4) for w in ("small", "fast", "good")]
 TRANSLATED = [(f"der {s}", "" if i % 5 == 0 else f"le {s}") for i, s in enumerate(SOURCES)]

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 
 from kdcompress.artifacts import DistillResult, LossPoint, StudentArch
 from kdcompress.cli import app
-from kdcompress.distill import TeacherCache, distill_student
-from kdcompress.distill.trainer import BatchPlan, checkpoint_dir_for
+from kdcompress.distill import checkpoint_dir_for
 from kdcompress.errors import KDCompressError
+from kdcompress.kd import TeacherCache, distill_student
+from kdcompress.kd.loop import BatchPlan
 
 TEXTS = [
     "hello world",

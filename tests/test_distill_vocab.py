@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdcompress.distill.vocab import (
+from kdcompress.errors import UsageError
+from kdcompress.kd.vocab import (
     plan_trim,
     read_tokenizer_json,
     trim_model_folder,
     trim_tokenizer_json,
 )
-from kdcompress.errors import UsageError
 
 CORPUS = ["hello world", "the small student model is fast", "bonjour monde", "привет мир"]
 # Held-out text made only of words that occur in CORPUS (in a different order).

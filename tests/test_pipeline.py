@@ -7,16 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_evaluate import SETTINGS, cache, fake_cache  # noqa: F401 - fixtures used by name
 from test_profile import tiny_settings
+from test_quality import SETTINGS, cache, fake_cache  # noqa: F401 - fixtures used by name
 
 from kdcompress import pipeline
 from kdcompress.artifacts import StudentArch
 from kdcompress.errors import UsageError
-from kdcompress.evaluate import EvalReport
 from kdcompress.profile.runner import run_profile
+from kdcompress.quality import EvalReport
 from kdcompress.search import runner as search_runner
-from kdcompress.search.space import SearchSpace
+from kdcompress.space import SearchSpace
 
 TINY_ARCH = StudentArch(1, 32, 4, 64)
 
@@ -35,7 +35,7 @@ def prepared_run(
     the evaluation data are the tiny fakes of test_evaluate."""
     request.getfixturevalue("cache")
     monkeypatch.setattr("kdcompress.corpus.iter_sentences", fake_sentences)
-    monkeypatch.setattr("kdcompress.evaluate.quick_settings", lambda: SETTINGS)
+    monkeypatch.setattr("kdcompress.quality.quick_settings", lambda: SETTINGS)
     monkeypatch.setitem(
         pipeline.PLANS,
         pipeline.Budget.QUICK,
@@ -115,7 +115,7 @@ def test_run_continues_from_finished_stages_then_resumes(
         monkeypatch.setattr(pipeline, name, fail, raising=False)
     monkeypatch.setattr("kdcompress.search.runner.run_search", fail)
     monkeypatch.setattr("kdcompress.distill.run_distill", fail)
-    monkeypatch.setattr("kdcompress.evaluate.run_eval", fail)
+    monkeypatch.setattr("kdcompress.quality.run_eval", fail)
     assert pipeline.run_pipeline(**kwargs) == report  # type: ignore[arg-type]
 
 

@@ -11,12 +11,18 @@ import pytest
 
 from kdcompress.artifacts import LatencyStats, StudentArch
 from kdcompress.errors import ArtifactError, UsageError
+from kdcompress.latency.predictor import BlockTable, LatencyModel, fit_latency_model
+from kdcompress.latency.schema import (
+    BlockTiming,
+    DeviceFingerprint,
+    HardwareProfile,
+    ModelTiming,
+    load_profile,
+)
 from kdcompress.profile import measure as measure_module
 from kdcompress.profile import runner
 from kdcompress.profile.measure import block_graphs, choose_architectures
-from kdcompress.profile.predictor import BlockTable, LatencyModel, fit_latency_model
-from kdcompress.profile.schema import BlockTiming, DeviceFingerprint, HardwareProfile, ModelTiming
-from kdcompress.search.space import SearchSpace
+from kdcompress.space import SearchSpace
 
 TINY_SPACE = SearchSpace(layers=(1, 2), hidden=(32, 64), heads=(1, 2), ffn_ratio=(1, 2))
 
@@ -162,7 +168,7 @@ def saved_profile(tmp_path: Path) -> Path:
 def test_matching_profile_loads_quietly(
     saved_profile: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert runner.load_profile(saved_profile, strict=True).name == "synthetic"
+    assert load_profile(saved_profile, strict=True).name == "synthetic"
     assert "measured elsewhere" not in capsys.readouterr().err
 
 
@@ -174,11 +180,11 @@ def test_foreign_machine_warns_or_fails_with_strict(
     data["fingerprint"]["isa"] = ["avx2", "avx512f", "amx_tile"]
     data["backend_version"] = "0.0.1"
     saved_profile.write_text(json.dumps(data))
-    runner.load_profile(saved_profile)
+    load_profile(saved_profile)
     err = capsys.readouterr().err
     assert "Imaginary CPU 9000" in err and "onnxruntime" in err and "amx_tile" in err
     with pytest.raises(ArtifactError, match="measured elsewhere"):
-        runner.load_profile(saved_profile, strict=True)
+        load_profile(saved_profile, strict=True)
 
 
 @pytest.mark.parametrize(
@@ -190,4 +196,4 @@ def test_malformed_or_foreign_profile_is_refused(
 ) -> None:
     (tmp_path / "p.json").write_text(content)
     with pytest.raises(ArtifactError, match=message):
-        runner.load_profile(tmp_path / "p.json")
+        load_profile(tmp_path / "p.json")

@@ -163,9 +163,9 @@ def _deeper_model(tiny_bert: Path, folder: Path, layers: int = 4) -> Path:
 
 def _degrade_first_int8_check(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Make the first int8 parity check fail as if int8 had broken the model."""
-    import kdcompress.validate
+    import kdcompress.quantize
 
-    real = kdcompress.validate.check_parity
+    real = kdcompress.quantize.check_parity
     gates: list[float] = []
 
     def check(**kwargs: Any) -> ParityReport:
@@ -175,7 +175,7 @@ def _degrade_first_int8_check(monkeypatch: pytest.MonkeyPatch) -> list[float]:
             return dataclasses.replace(report, min_cosine=0.5, mean_cosine=0.6)
         return report
 
-    monkeypatch.setattr(kdcompress.validate, "check_parity", check)
+    monkeypatch.setattr(kdcompress.quantize, "check_parity", check)
     return gates
 
 

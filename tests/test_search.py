@@ -18,7 +18,7 @@ from kdcompress.search.controller import ControllerName, make_controller, mutate
 from kdcompress.search.executor import LocalExecutor
 from kdcompress.search.proxy import ProxyData, ProxySettings
 from kdcompress.search.reward import RewardSettings, reward
-from kdcompress.search.space import SearchSpace
+from kdcompress.space import SearchSpace
 
 SPACE = SearchSpace(layers=(1, 2, 3, 4), hidden=(64, 128), heads=(1, 2), ffn_ratio=(1, 2, 4))
 

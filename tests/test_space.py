@@ -8,7 +8,7 @@ import pytest
 
 from kdcompress.artifacts import StudentArch
 from kdcompress.errors import ArtifactError, UsageError
-from kdcompress.search.space import load_space
+from kdcompress.space import load_space
 
 
 def test_default_space_respects_its_constraints() -> None:

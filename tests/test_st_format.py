@@ -35,7 +35,7 @@ def _teacher(source: Path, folder: Path, *, pooling: str, prefix: str) -> Path:
 def _student(teacher_dir: Path, folder: Path, max_seq_length: int | None) -> Path:
     from transformers import AutoModel
 
-    from kdcompress.distill.student import build_student, write_student_folder
+    from kdcompress.kd.student import build_student, write_student_folder
 
     teacher = AutoModel.from_pretrained(teacher_dir).eval()
     student, _ = build_student(teacher, ARCH, init="teacher", seed=0)
@@ -47,7 +47,7 @@ def _kdcompress_embed(folder: Path, texts: list[str]) -> np.ndarray:
     from kdcompress.assets import read_embedding_info
     from kdcompress.backends.torch import TorchModel
     from kdcompress.encoding import load_tokenizer, max_positions
-    from kdcompress.evaluate import Embedder
+    from kdcompress.quality import Embedder
 
     info = read_embedding_info(folder)
     tokenizer = load_tokenizer(folder)

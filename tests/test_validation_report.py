@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_evaluate import SETTINGS, cache, fake_cache  # noqa: F401 - fixtures used by name
+from test_quality import SETTINGS, cache, fake_cache  # noqa: F401 - fixtures used by name
 from test_quantize import fake_sentences, options
 
 from kdcompress import quantize as quantize_module
 from kdcompress.artifacts import ValidationReport
 from kdcompress.errors import ArtifactError
-from kdcompress.export import ExportFormat, export_model
+from kdcompress.export import ExportFormat, export_model, teacher_export
 from kdcompress.memory import measure_memory
 from kdcompress.quantize import Int8ParityError, Quantization
 from kdcompress.validate import validate_export
@@ -23,7 +23,7 @@ from kdcompress.validate import validate_export
 
 @pytest.fixture
 def quick_suite(monkeypatch: pytest.MonkeyPatch, cache: Path) -> Path:  # noqa: F811
-    monkeypatch.setattr("kdcompress.evaluate.quick_settings", lambda: SETTINGS)
+    monkeypatch.setattr("kdcompress.quality.quick_settings", lambda: SETTINGS)
     monkeypatch.setattr("kdcompress.corpus.iter_sentences", fake_sentences)
     return cache
 
@@ -90,7 +90,8 @@ def test_validation_against_a_teacher_reports_size_memory_and_quality(
     )
     kwargs = {"seq_lens": (8, 16), "batch_sizes": (1, 4), "threads": 1, "runs": 3, "rounds": 1}
     # The teacher is named as a model: exported to the same runtime once, into the cache.
-    report = validate_export(export_dir=out, teacher=str(tiny_xlmr), quality="quick", **kwargs)
+    teacher = teacher_export(str(tiny_xlmr), "onnxruntime", 1)
+    report = validate_export(export_dir=out, teacher=teacher, quality="quick", **kwargs)
     assert {m.name for m in report.models} == {"teacher", "student-fp32", "student-int8"}
     assert {r.model for r in report.latency} == {"teacher", "student-fp32", "student-int8"}
     assert {(r.batch, r.seq_len) for r in report.latency} == {(1, 8), (1, 16), (4, 8), (4, 16)}
@@ -114,8 +115,9 @@ def test_validation_against_a_teacher_reports_size_memory_and_quality(
     # Validating again re-measures latency and memory, but neither re-exports the teacher nor
     # re-scores a file that was scored since it was last written.
     monkeypatch.setattr("kdcompress.export.export_model", fail)
-    monkeypatch.setattr("kdcompress.evaluate.run_eval", fail)
-    again = validate_export(export_dir=out, teacher=str(tiny_xlmr), quality="quick", **kwargs)
+    monkeypatch.setattr("kdcompress.quality.run_eval", fail)
+    teacher = teacher_export(str(tiny_xlmr), "onnxruntime", 1)
+    again = validate_export(export_dir=out, teacher=teacher, quality="quick", **kwargs)
     assert again.teacher_export == report.teacher_export
     assert [m.scores for m in again.models] == [m.scores for m in report.models]
 
@@ -131,7 +133,7 @@ def test_memory_probe_of_a_corrupt_model_is_a_clear_error(tmp_path: Path) -> Non
 
 def test_summary_uses_the_smallest_batch_measured() -> None:
     from kdcompress.artifacts import LatencyRow, LatencyStats, ModelSummary, ParityReport
-    from kdcompress.report import validation_summary
+    from kdcompress.summaries import validation_summary
 
     def row(model: str, ms: float) -> LatencyRow:
         stats = LatencyStats(ms, ms * 1.1, ms * 0.9, ms, runs=10, warmup=2, threads=1)

@@ -23,8 +23,8 @@ from kdcompress.backends import Backend, BackendName, LoadedModel
 from kdcompress.backends.base import benchmark_stable
 from kdcompress.encoding import synthetic_batch
 from kdcompress.errors import UsageError
-from kdcompress.profile.schema import BlockTiming, ModelTiming, ProfileSettings, block_key
-from kdcompress.search.space import SearchSpace
+from kdcompress.latency.schema import BlockTiming, ModelTiming, ProfileSettings, block_key
+from kdcompress.space import SearchSpace
 
 
 @dataclass(frozen=True)

@@ -13,21 +13,14 @@ from kdcompress.backends import get_backend
 from kdcompress.console import info, progress, warn
 from kdcompress.errors import ArtifactError, OutputExistsError, UsageError
 from kdcompress.hardware import physical_cores
-from kdcompress.profile.measure import (
-    block_graphs,
-    choose_architectures,
-    measure_blocks,
-    measure_model,
-    model_keys,
-)
-from kdcompress.profile.predictor import (
+from kdcompress.latency.predictor import (
     FEATURES,
     BlockTable,
     LatencyModel,
     evaluate,
     fit_latency_model,
 )
-from kdcompress.profile.schema import (
+from kdcompress.latency.schema import (
     BlockTiming,
     DeviceFingerprint,
     HardwareProfile,
@@ -35,7 +28,14 @@ from kdcompress.profile.schema import (
     ProfileSettings,
     best_rounds,
 )
-from kdcompress.search.space import SearchSpace
+from kdcompress.profile.measure import (
+    block_graphs,
+    choose_architectures,
+    measure_blocks,
+    measure_model,
+    model_keys,
+)
+from kdcompress.space import SearchSpace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,24 +212,6 @@ def _finish(
         error=error,
         noise=statistics.median(spreads) if spreads else 0.0,
     )
-
-
-def load_profile(path: Path, *, strict: bool = False) -> HardwareProfile:
-    """Read a profile; warn (or, with ``strict``, fail) when it describes another machine."""
-    profile = HardwareProfile.load(path)
-    if profile.fit is None:
-        raise ArtifactError(f"{path}: the profile has no fitted latency model")
-    differences = profile.fingerprint.differences(DeviceFingerprint.current())
-    backend = get_backend(profile.settings.backend)
-    if backend.version() != profile.backend_version:
-        installed = backend.version()
-        differences.append(f"{backend.name}: profile {profile.backend_version} vs {installed}")
-    if differences:
-        message = f"{path} was measured elsewhere: " + "; ".join(differences)
-        if strict:
-            raise ArtifactError(message)
-        warn(message + " (predicted latencies may not hold here)")
-    return profile
 
 
 def find_matching_profile(folder: Path, settings: ProfileSettings) -> Path | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from kdcompress.artifacts import StudentArch
 from kdcompress.errors import parse_choice
-from kdcompress.search.space import SearchSpace
+from kdcompress.space import SearchSpace
 
 
 class ControllerName(StrEnum):

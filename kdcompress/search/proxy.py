@@ -78,8 +78,8 @@ class ProxyEvaluator:
         data: ProxyData | None = None,
     ) -> None:
         from kdcompress.assets import read_embedding_info
-        from kdcompress.distill import TeacherCache
-        from kdcompress.distill.parallel import Translations
+        from kdcompress.kd import TeacherCache
+        from kdcompress.kd.parallel import Translations
 
         self.teacher_dir, self.settings, self.seed = teacher_dir, settings, seed
         self.data = data if data is not None else proxy_data(settings, seed)
@@ -102,7 +102,7 @@ class ProxyEvaluator:
 
     def proxy_loss(self, arch: StudentArch) -> float:
         """``1 -`` the candidate's retrieval top-1 after its proxy distillation."""
-        from kdcompress.distill import distill_student
+        from kdcompress.kd import distill_student
 
         outcome = distill_student(
             teacher_dir=self.teacher_dir,
@@ -139,7 +139,7 @@ class ProxyEvaluator:
     def _embed(self, model: Any, texts: Sequence[str]) -> Any:
         import torch
 
-        from kdcompress.distill.teacher_cache import pool
+        from kdcompress.kd.teacher_cache import pool
 
         tokenizer = self.translations.tokenizer
         vectors = []

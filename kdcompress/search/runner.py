@@ -33,7 +33,7 @@ from kdcompress.search.executor import (
 )
 from kdcompress.search.proxy import ProxySettings
 from kdcompress.search.reward import RewardSettings, reward
-from kdcompress.search.space import SearchSpace
+from kdcompress.space import SearchSpace
 
 SETTINGS_FILE = "search-settings.json"
 CANDIDATES_FILE = "candidates.jsonl"
@@ -385,18 +385,6 @@ def finish(output: Path, result: SearchResult) -> SearchResult:
     return result
 
 
-def teacher_arch(teacher_dir: Path) -> StudentArch:
-    """The teacher's own shape, to predict its latency with the same latency model."""
-    config = json.loads((teacher_dir / "config.json").read_text())
-    return StudentArch(
-        layers=int(config["num_hidden_layers"]),
-        hidden=int(config["hidden_size"]),
-        heads=int(config["num_attention_heads"]),
-        ffn=int(config["intermediate_size"]),
-        activation=str(config.get("hidden_act", "gelu")),
-    )
-
-
 def run_search(
     *,
     settings: SearchSettings,
@@ -412,9 +400,9 @@ def run_search(
     ``executor_name`` ray runs each episode's proxy distillations as Ray tasks (a local Ray
     instance, or the cluster at ``ray_address``); the result is the same as local's.
     """
-    from kdcompress.models import resolve_model
-    from kdcompress.profile.predictor import LatencyModel
-    from kdcompress.profile.runner import load_profile
+    from kdcompress.latency.predictor import LatencyModel
+    from kdcompress.latency.schema import load_profile
+    from kdcompress.models import resolve_model, teacher_arch
     from kdcompress.search.proxy import ProxyEvaluator
 
     profile = load_profile(Path(settings.target), strict=strict)

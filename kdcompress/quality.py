@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdcompress import assets
-from kdcompress.artifacts import Artifact, ExportManifest
+from kdcompress.artifacts import MANIFEST, Artifact, ExportManifest
 from kdcompress.console import progress, status, warn
 from kdcompress.encoding import max_positions
 from kdcompress.errors import (
@@ -55,8 +55,6 @@ from kdcompress.errors import (
 
 if TYPE_CHECKING:
     from kdcompress.backends import LoadedModel
-
-EXPORT_MANIFEST = "export.json"  # kdcompress.export.MANIFEST, without importing the exporters
 
 
 class Task(StrEnum):
@@ -574,8 +572,8 @@ def locate_model(model: str, backend: str | None, *, fp32: bool = False) -> Mode
 
     chosen = parse_backend_name(backend).value if backend is not None else None
     path = Path(model).expanduser()
-    if path.is_dir() and (path / EXPORT_MANIFEST).is_file():
-        manifest = ExportManifest.load(path / EXPORT_MANIFEST)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        manifest = ExportManifest.load(path / MANIFEST)
         if chosen is not None and chosen != manifest.backend:
             raise UsageError(
                 f"{path} is a {manifest.backend} export; it cannot run on --backend {chosen}"

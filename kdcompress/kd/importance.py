@@ -9,7 +9,7 @@ one forward pass over a few hundred calibration sentences scores
 - each FFN neuron by its mean absolute activation;
 - each residual feature by its mean absolute value over every hidden state.
 
-The student keeps the highest-scoring parts (:func:`kdcompress.distill.student.build_student`
+The student keeps the highest-scoring parts (:func:`kdcompress.kd.student.build_student`
 with ``init="activations"``).
 """
 

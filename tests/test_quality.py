@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdcompress import assets, corpus, evaluate
+from kdcompress import assets, corpus, quality
 from kdcompress.errors import (
     ArtifactError,
     AssetError,
@@ -30,7 +30,7 @@ from kdcompress.errors import (
     OutputExistsError,
     UsageError,
 )
-from kdcompress.evaluate import EvalReport, EvalSettings, Retention, TaskScore
+from kdcompress.quality import EvalReport, EvalSettings, Retention, TaskScore
 
 WORDS = (  # noqa: SIM905 - the tiny tokenizers' vocabulary, as prose
     "the a of and to in is was for on that with as by at from this be are it an or model fast "
@@ -138,21 +138,21 @@ def cache(fake_cache: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPat
 
 def test_retrieval_of_identical_embeddings_is_perfect() -> None:
     vectors = np.random.default_rng(0).normal(size=(50, 16))
-    assert evaluate.retrieval_top1(vectors, vectors) == 1.0
-    assert evaluate.retrieval_top1(vectors, 3.0 * vectors) == 1.0  # cosine: scale-free
+    assert quality.retrieval_top1(vectors, vectors) == 1.0
+    assert quality.retrieval_top1(vectors, 3.0 * vectors) == 1.0  # cosine: scale-free
 
 
 def test_retrieval_of_shuffled_targets_counts_fixed_points() -> None:
     vectors = np.eye(10)
     order = [1, 0, 3, 2, 4, 5, 6, 7, 8, 9]  # two swaps: 6 of 10 queries keep their target
-    assert evaluate.retrieval_top1(vectors, vectors[order]) == pytest.approx(0.6)
+    assert quality.retrieval_top1(vectors, vectors[order]) == pytest.approx(0.6)
     reversed_order = list(range(10))[::-1]  # no fixed point
-    assert evaluate.retrieval_top1(vectors, vectors[reversed_order]) == 0.0
+    assert quality.retrieval_top1(vectors, vectors[reversed_order]) == 0.0
 
 
 def test_retrieval_needs_aligned_embeddings() -> None:
     with pytest.raises(ValueError):
-        evaluate.retrieval_top1(np.ones((3, 4)), np.ones((2, 4)))
+        quality.retrieval_top1(np.ones((3, 4)), np.ones((2, 4)))
 
 
 def _clusters(rng: np.random.Generator, n: int, *, gap: float) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +166,7 @@ def test_probe_separates_separable_features() -> None:
     rng = np.random.default_rng(0)
     train_x, train_y = _clusters(rng, 200, gap=10.0)
     test_x, test_y = _clusters(rng, 200, gap=10.0)
-    accuracy = evaluate.probe_accuracy(
+    accuracy = quality.probe_accuracy(
         train_x, train_y, test_x, test_y, c=1.0, max_iter=1000, seed=0
     )
     assert accuracy == 1.0
@@ -176,7 +176,7 @@ def test_probe_on_random_features_is_chance() -> None:
     rng = np.random.default_rng(1)
     train_x, test_x = rng.normal(size=(300, 8)), rng.normal(size=(1000, 8))
     train_y, test_y = rng.integers(0, 2, 300), rng.integers(0, 2, 1000)
-    accuracy = evaluate.probe_accuracy(
+    accuracy = quality.probe_accuracy(
         train_x, train_y, test_x, test_y, c=1.0, max_iter=1000, seed=0
     )
     assert 0.44 < accuracy < 0.56
@@ -185,7 +185,7 @@ def test_probe_on_random_features_is_chance() -> None:
 def test_probe_is_deterministic() -> None:
     rng = np.random.default_rng(2)
     x, y = _clusters(rng, 100, gap=0.5)
-    runs = {evaluate.probe_accuracy(x, y, x, y, c=1.0, max_iter=1000, seed=0) for _ in range(2)}
+    runs = {quality.probe_accuracy(x, y, x, y, c=1.0, max_iter=1000, seed=0) for _ in range(2)}
     assert len(runs) == 1
 
 
@@ -193,31 +193,31 @@ def test_probe_is_deterministic() -> None:
 
 
 def test_quick_is_a_smaller_suite_over_the_same_languages() -> None:
-    full, quick = evaluate.full_settings(), evaluate.quick_settings()
+    full, quick = quality.full_settings(), quality.quick_settings()
     assert quick.languages == full.languages and len(full.languages) >= 6
     assert full.verses >= 500
     assert quick.verses < full.verses and quick.imdb_train < full.imdb_train
-    assert evaluate.settings_differences(full, quick)
+    assert quality.settings_differences(full, quick)
 
 
 def test_unknown_or_english_language_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="klingon"):
-        evaluate.parse_languages("de,klingon")
+        quality.parse_languages("de,klingon")
     with pytest.raises(UsageError, match=r"language\(s\) en "):
-        evaluate.parse_languages("en")
-    assert evaluate.parse_languages(" de, fr ,de") == ("de", "fr")
+        quality.parse_languages("en")
+    assert quality.parse_languages(" de, fr ,de") == ("de", "fr")
 
 
 def test_sizes_below_two_are_refused() -> None:
     with pytest.raises(UsageError, match="verses=1"):
-        evaluate.make_settings(verses=1)
+        quality.make_settings(verses=1)
 
 
 def test_overrides_replace_the_preset() -> None:
-    settings = evaluate.make_settings(quick=True, languages=["fr"], imdb_test=50)
+    settings = quality.make_settings(quick=True, languages=["fr"], imdb_test=50)
     assert settings.languages == ("fr",)
     assert settings.imdb_test == 50
-    assert settings.verses == evaluate.quick_settings().verses
+    assert settings.verses == quality.quick_settings().verses
 
 
 # ----------------------------------------------------------------------------- data
@@ -227,7 +227,7 @@ def test_retrieval_pairs_come_from_heldout_books_only(
     cache: Path, fake_cache: tuple[Path, dict[str, int]]
 ) -> None:
     book_of = fake_cache[1]
-    pairs = evaluate.retrieval_pairs(SETTINGS)
+    pairs = quality.retrieval_pairs(SETTINGS)
     assert set(pairs) == set(LANGS)
     for language, language_pairs in pairs.items():
         assert len(language_pairs) == SETTINGS.verses
@@ -238,26 +238,26 @@ def test_retrieval_pairs_come_from_heldout_books_only(
 
 
 def test_imdb_split_is_seeded_deduplicated_and_disjoint(cache: Path) -> None:
-    data = evaluate.load_imdb(SETTINGS)
+    data = quality.load_imdb(SETTINGS)
     assert (len(data.train_texts), len(data.test_texts)) == (16, 12)
     assert not set(data.train_texts) & set(data.test_texts)
     assert all("<br" not in text for text in data.train_texts + data.test_texts)
     assert set(data.train_labels + data.test_labels) == {0, 1}
-    assert evaluate.load_imdb(SETTINGS) == data
-    other = evaluate.load_imdb(dataclasses.replace(SETTINGS, seed=1))
+    assert quality.load_imdb(SETTINGS) == data
+    other = quality.load_imdb(dataclasses.replace(SETTINGS, seed=1))
     assert other.train_texts != data.train_texts
 
 
 def test_imdb_refuses_more_reviews_than_it_has(cache: Path) -> None:
     with pytest.raises(UsageError, match="distinct reviews"):
-        evaluate.load_imdb(dataclasses.replace(SETTINGS, imdb_train=40, imdb_test=40))
+        quality.load_imdb(dataclasses.replace(SETTINGS, imdb_train=40, imdb_test=40))
 
 
 def test_zh_inews_uses_the_official_splits(cache: Path) -> None:
-    data = evaluate.load_zh_inews(SETTINGS)
+    data = quality.load_zh_inews(SETTINGS)
     assert (len(data.train_texts), len(data.test_texts)) == (10, 8)
     assert set(data.train_labels) <= {0, 1, 2}
-    whole = evaluate.load_zh_inews(dataclasses.replace(SETTINGS, zh_train=1000, zh_test=1000))
+    whole = quality.load_zh_inews(dataclasses.replace(SETTINGS, zh_train=1000, zh_test=1000))
     assert (len(whole.train_texts), len(whole.test_texts)) == (30, 12)
     assert set(data.test_texts) <= set(whole.test_texts)
     assert "\n" in data.train_texts[0]  # title, then the article
@@ -267,7 +267,7 @@ def test_a_pickle_with_code_references_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "train.pkl"
     path.write_bytes(pickle.dumps((["t"], ["c"], [len])))
     with pytest.raises(AssetError, match="refusing"):
-        evaluate._read_inews(path)
+        quality._read_inews(path)
 
 
 # ----------------------------------------------------------------------------- embedding
@@ -281,8 +281,8 @@ def test_length_batching_restores_the_input_order(tiny_bert: Path) -> None:
     tokenizer = load_tokenizer(tiny_bert)
     texts = ["hello world the small student model is fast", "hello", "a b", "the teacher was large"]
 
-    def embedder(batch_size: int, prefix: str = "") -> evaluate.Embedder:
-        return evaluate.Embedder(
+    def embedder(batch_size: int, prefix: str = "") -> quality.Embedder:
+        return quality.Embedder(
             model,
             tokenizer,
             text_prefix=prefix,
@@ -309,7 +309,7 @@ def test_max_positions_leaves_roberta_its_offset(tiny_bert: Path, tiny_xlmr: Pat
     for folder in (tiny_bert, tiny_xlmr):
         tokenizer = load_tokenizer(folder)
         tokenizer.model_max_length = 10_000
-        assert evaluate.max_positions(folder, tokenizer) == (80 if folder == tiny_bert else 78)
+        assert quality.max_positions(folder, tokenizer) == (80 if folder == tiny_bert else 78)
 
 
 # ----------------------------------------------------------------------------- report
@@ -354,7 +354,7 @@ STUDENT = _report(
 
 
 def test_retention_is_the_mean_of_per_task_ratios() -> None:
-    kept = evaluate.retention(STUDENT, TEACHER, source="t.json")
+    kept = quality.retention(STUDENT, TEACHER, source="t.json")
     assert kept.per_task == pytest.approx({"retrieval": 0.5, "imdb": 1.0, "zh-inews": 0.5})
     assert kept.overall == pytest.approx(2 / 3)
     assert kept.details["retrieval"] == pytest.approx({"en-de": 0.5, "en-fr": 0.5, "en-zh": 0.5})
@@ -364,14 +364,14 @@ def test_retention_is_the_mean_of_per_task_ratios() -> None:
 
 def test_a_zero_reference_score_has_no_ratio() -> None:
     zero = _report({"retrieval": 0.0, "imdb": 0.9, "zh-inews": 0.5}, {"en-de": 0.0})
-    kept = evaluate.retention(STUDENT, zero, source="t.json")
+    kept = quality.retention(STUDENT, zero, source="t.json")
     assert kept.per_task["retrieval"] is None
     assert kept.overall is None
 
 
 def test_report_json_round_trip(tmp_path: Path) -> None:
     report = dataclasses.replace(
-        STUDENT, retention=evaluate.retention(STUDENT, TEACHER, source="t.json")
+        STUDENT, retention=quality.retention(STUDENT, TEACHER, source="t.json")
     )
     path = report.save(tmp_path / "eval.json")
     data = json.loads(path.read_text())
@@ -387,17 +387,17 @@ def test_reference_with_other_settings_is_refused(tmp_path: Path) -> None:
     other = dataclasses.replace(TEACHER, settings=dataclasses.replace(SETTINGS, verses=500))
     path = other.save(tmp_path / "teacher.json")
     with pytest.raises(IncompatibleReferenceError, match="verses 20 vs 500"):
-        evaluate.load_reference(path, SETTINGS)
+        quality.load_reference(path, SETTINGS)
     # refused before any model or data is touched
     with pytest.raises(IncompatibleReferenceError):
-        evaluate.run_eval(model=str(tmp_path / "nope"), settings=SETTINGS, reference=path)
+        quality.run_eval(model=str(tmp_path / "nope"), settings=SETTINGS, reference=path)
 
 
 def test_reference_missing_a_task_is_refused(tmp_path: Path) -> None:
     partial = dataclasses.replace(TEACHER, tasks=TEACHER.tasks[:1])
     path = partial.save(tmp_path / "teacher.json")
     with pytest.raises(IncompatibleReferenceError, match="imdb"):
-        evaluate.load_reference(path, SETTINGS)
+        quality.load_reference(path, SETTINGS)
 
 
 @pytest.mark.parametrize(
@@ -412,12 +412,12 @@ def test_corrupt_reference_is_an_artifact_error(tmp_path: Path, content: str) ->
         content = json.dumps(data)
     path.write_text(content)
     with pytest.raises(ArtifactError):
-        evaluate.load_reference(path, SETTINGS)
+        quality.load_reference(path, SETTINGS)
 
 
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="no-such-model"):
-        evaluate.run_eval(model=str(tmp_path / "no-such-model"), settings=SETTINGS)
+        quality.run_eval(model=str(tmp_path / "no-such-model"), settings=SETTINGS)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -439,10 +439,10 @@ def _scores(report: EvalReport) -> dict[str, object]:
 def test_torch_and_onnxruntime_give_the_same_scores(
     cache: Path, tiny_xlmr: Path, tiny_onnx: Path, tmp_path: Path
 ) -> None:
-    torch_report, torch_path = evaluate.run_eval(
+    torch_report, torch_path = quality.run_eval(
         model=str(tiny_xlmr), settings=SETTINGS, output=tmp_path / "torch.json", threads=1
     )
-    ort_report, ort_path = evaluate.run_eval(model=str(tiny_onnx), settings=SETTINGS, threads=1)
+    ort_report, ort_path = quality.run_eval(model=str(tiny_onnx), settings=SETTINGS, threads=1)
     assert ort_path == tiny_onnx / "eval-onnx.json"  # default: beside the model
     assert torch_report.backend == "torch" and ort_report.backend == "onnxruntime"
     assert _scores(torch_report) == _scores(ort_report)
@@ -454,11 +454,11 @@ def test_torch_and_onnxruntime_give_the_same_scores(
     assert EvalReport.load(torch_path) == torch_report
 
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        evaluate.run_eval(model=str(tiny_onnx), settings=SETTINGS, threads=1)
+        quality.run_eval(model=str(tiny_onnx), settings=SETTINGS, threads=1)
     with pytest.raises(UsageError, match="onnxruntime export"):
-        evaluate.run_eval(model=str(tiny_onnx), settings=SETTINGS, backend="openvino")
+        quality.run_eval(model=str(tiny_onnx), settings=SETTINGS, backend="openvino")
 
-    compared, _ = evaluate.run_eval(
+    compared, _ = quality.run_eval(
         model=str(tiny_onnx),
         settings=SETTINGS,
         reference=torch_path,

@@ -24,7 +24,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from kdcompress.distill.teacher_cache import corpus_hash
+from kdcompress.kd.teacher_cache import corpus_hash
 
 
 @dataclass

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import platform
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TypeVar
 
 from kdcompress.artifacts import Artifact, LatencyStats, StudentArch
+from kdcompress.console import warn
+from kdcompress.errors import ArtifactError
 from kdcompress.hardware import cpu_model, isa_flags, memory_gib, physical_cores
-from kdcompress.search.space import SearchSpace
+from kdcompress.space import SearchSpace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,3 +181,23 @@ class HardwareProfile(Artifact):
     fit: LatencyFit | None = None
     error: PredictorError | None = None
     noise: float = 0.0  # median relative spread (p90 - p50) / p50 over all measurements
+
+
+def load_profile(path: Path, *, strict: bool = False) -> HardwareProfile:
+    """Read a profile; warn (or, with ``strict``, fail) when it describes another machine."""
+    profile = HardwareProfile.load(path)
+    if profile.fit is None:
+        raise ArtifactError(f"{path}: the profile has no fitted latency model")
+    from kdcompress.backends import get_backend
+
+    differences = profile.fingerprint.differences(DeviceFingerprint.current())
+    backend = get_backend(profile.settings.backend)
+    if backend.version() != profile.backend_version:
+        installed = backend.version()
+        differences.append(f"{backend.name}: profile {profile.backend_version} vs {installed}")
+    if differences:
+        message = f"{path} was measured elsewhere: " + "; ".join(differences)
+        if strict:
+            raise ArtifactError(message)
+        warn(message + " (predicted latencies may not hold here)")
+    return profile

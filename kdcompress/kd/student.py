@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from kdcompress.artifacts import StudentArch
-from kdcompress.distill.importance import Importance
-from kdcompress.distill.mapping import init_source_layers
 from kdcompress.errors import UsageError
+from kdcompress.kd.importance import Importance
+from kdcompress.kd.mapping import init_source_layers
 
 BERT_FAMILY = frozenset({"bert", "roberta", "xlm-roberta"})
 _ARCH_FIELDS = ("layers", "hidden", "heads", "ffn", "activation")
@@ -210,7 +210,7 @@ def build_student(
     """A new student model and how it was initialised.
 
     ``keep_tokens`` (ascending teacher token ids) builds it with a trimmed vocabulary whose
-    row ``k`` is teacher token ``keep_tokens[k]`` (see :mod:`kdcompress.distill.vocab`).
+    row ``k`` is teacher token ``keep_tokens[k]`` (see :mod:`kdcompress.kd.vocab`).
     ``calibration`` (teacher token ids and attention mask) is what ``init="activations"``
     runs the teacher on to score its parts.
     """
@@ -230,7 +230,7 @@ def build_student(
     same_family = teacher.config.model_type in BERT_FAMILY
     importance = None
     if mode is InitMode.ACTIVATIONS and same_family:
-        from kdcompress.distill.importance import measure_importance
+        from kdcompress.kd.importance import measure_importance
 
         if calibration is None:
             raise UsageError("--init activations needs calibration sentences")
@@ -386,7 +386,7 @@ def write_student_folder(
 ) -> None:
     """Save ``student`` as a Hugging Face folder with the teacher's tokenizer and pooling recipe.
 
-    ``trim`` (a :class:`kdcompress.distill.vocab.VocabTrim`) writes the trimmed tokenizer that
+    ``trim`` (a :class:`kdcompress.kd.vocab.VocabTrim`) writes the trimmed tokenizer that
     matches a student built with ``keep_tokens``. ``kdcompress_model.json`` is copied from the
     teacher so the pooling and text prefix carry over; the student has no pooler layer. The
     folder is a sentence-transformers model too (:mod:`kdcompress.st_format`), cutting inputs at
@@ -395,7 +395,7 @@ def write_student_folder(
     from transformers import AutoConfig
 
     from kdcompress.assets import EMBEDDING_INFO
-    from kdcompress.distill.vocab import copy_tokenizer
+    from kdcompress.kd.vocab import copy_tokenizer
     from kdcompress.st_format import write_sentence_transformers_files
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from kdcompress.artifacts import StudentArch
 from kdcompress.errors import ArtifactError
-from kdcompress.profile.schema import (
+from kdcompress.latency.schema import (
     BlockTiming,
     HardwareProfile,
     HeldOutPoint,

@@ -461,7 +461,7 @@ class _TeacherPass:
 
 def pool(hidden: Tensor, mask: Tensor, pooling: str) -> Tensor:
     """Sentence embeddings by the model's pooling recipe (``mean`` or ``cls``)."""
-    from kdcompress.distill.losses import masked_mean_pool
+    from kdcompress.kd.losses import masked_mean_pool
 
     return hidden[:, 0] if pooling == "cls" else masked_mean_pool(hidden, mask)
 

@@ -1,0 +1,349 @@
+"""The ``distill`` stage: corpus -> teacher cache -> distillation -> student folder."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kdcompress.artifacts import (
+    DistillResult,
+    StudentArch,
+    VocabTrimStats,
+    atomic_output_dir,
+    check_output_dir,
+)
+from kdcompress.errors import UsageError
+from kdcompress.kd.distributed import DistEnv, agree, dist_env, process_group
+from kdcompress.kd.loop import distill_student, teacher_layers_for
+from kdcompress.kd.parallel import Translations
+from kdcompress.kd.settings import DistillOutcome, LossKind, Targets, parse_targets
+from kdcompress.kd.student import (
+    count_parameters,
+    validate_arch,
+    write_student_folder,
+)
+from kdcompress.kd.teacher_cache import (
+    TeacherCache,
+)
+from kdcompress.kd.vocab import (
+    check_trimmed_tokenizer,
+    tokenizer_bytes,
+)
+from kdcompress.model_card import write_model_card
+
+DEFAULT_EPOCH_SENTENCES = 20_000  # --epochs without --sentences: a cache of a few GB, not 100s
+
+
+def checkpoint_dir_for(output: Path) -> Path:
+    """Where a run writing ``output`` keeps checkpoints (and its teacher cache) until done."""
+    return output.with_name(output.name + ".partial-ckpt")
+
+
+def _prepare_output(output: Path, checkpoints: Path, *, resume: bool, overwrite: bool) -> None:
+    check_output_dir(output, overwrite=overwrite)
+    if not checkpoints.exists() or resume:
+        return
+    if overwrite:
+        shutil.rmtree(checkpoints)
+        return
+    raise UsageError(
+        f"{checkpoints} holds checkpoints of an interrupted run: pass --resume to continue it, "
+        "or --overwrite to start over"
+    )
+
+
+def parse_languages(spec: str) -> tuple[str, ...]:
+    """``"en,de,fr"`` or ``"all"`` -> Bible language codes, refusing unknown ones."""
+    from kdcompress.corpus import LANGUAGES
+
+    if spec.strip().lower() == "all":
+        return tuple(LANGUAGES)
+    chosen = tuple(code.strip() for code in spec.split(",") if code.strip())
+    unknown = [code for code in chosen if code not in LANGUAGES]
+    if unknown or not chosen:
+        raise UsageError(
+            f"unknown language(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(LANGUAGES)} or 'all'"
+        )
+    return chosen
+
+
+SOURCE_LANGUAGE = "en"  # cross-lingual targets: the teacher embeds the English verse
+
+
+def resolve_targets(targets: str | None, corpus_file: Path | None) -> Targets:
+    """Cross-lingual targets on the aligned Bible, each sentence's own on a plain corpus."""
+    if targets is None:
+        return Targets.OWN if corpus_file is not None else Targets.CROSS_LINGUAL
+    chosen = parse_targets(targets)
+    if chosen is Targets.CROSS_LINGUAL and corpus_file is not None:
+        raise UsageError("--targets cross-lingual needs the aligned Bible corpus, not --corpus")
+    return chosen
+
+
+def _training_text(
+    corpus_file: Path | None, languages: Sequence[str], seed: int, limit: int
+) -> list[str]:
+    if corpus_file is not None:
+        from kdcompress.textfile import read_text_lines
+
+        return read_text_lines(corpus_file)[:limit]
+    from kdcompress import corpus
+
+    return list(corpus.iter_sentences("train", languages, seed=seed, limit=limit))
+
+
+def _parallel_text(
+    languages: Sequence[str], seed: int, limit: int, passages: float
+) -> tuple[list[str], list[tuple[str, ...]], tuple[str, ...]]:
+    """English train-split verses (and passages) and their translations into ``languages``."""
+    from kdcompress import corpus
+
+    found = corpus.parallel_set(
+        "train", SOURCE_LANGUAGE, languages, seed=seed, limit=limit, passages=passages
+    )
+    if not found.languages:
+        raise UsageError(
+            "cross-lingual targets need at least one language besides English (--languages)"
+        )
+    return list(found.sources), list(found.translations), found.languages
+
+
+def _plan_size(
+    steps: int | None, epochs: float | None, sentences: int | None, batch_size: int
+) -> int:
+    """How many training sentences to read."""
+    if (steps is None) == (epochs is None):
+        raise UsageError("give exactly one of --steps or --epochs")
+    if sentences is not None:
+        return sentences
+    return steps * batch_size if steps is not None else DEFAULT_EPOCH_SENTENCES
+
+
+def _steps(steps: int | None, epochs: float | None, texts: int, batch_size: int) -> int:
+    if steps is not None:
+        return steps
+    assert epochs is not None
+    return max(1, int(np.ceil(epochs * max(1, texts // batch_size))))
+
+
+def run_distill(
+    *,
+    teacher: str,
+    arch: StudentArch,
+    output: Path,
+    steps: int | None = None,
+    epochs: float | None = None,
+    sentences: int | None = None,
+    corpus_file: Path | None = None,
+    languages: Sequence[str] = (),  # Bible languages; empty: all of them
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    max_length: int = 64,
+    loss: str = LossKind.POOLED.value,
+    targets: str | None = None,  # default: cross-lingual on the Bible, own with corpus_file
+    contrastive_weight: float = 0.0,
+    passages: float = 0.0,  # share of multi-verse passages (cross-lingual targets)
+    init: str = "teacher",
+    trim_vocab: bool = False,
+    seed: int = 0,
+    dropout: float = 0.0,
+    cache_dir: Path | None = None,
+    log_every: int = 10,
+    checkpoint_every: int = 200,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> DistillResult | None:
+    """The ``distill`` stage: corpus -> teacher cache -> distillation -> student folder.
+
+    Writes ``output`` (a Hugging Face folder plus ``distill.json``) atomically at the end;
+    until then checkpoints and the teacher cache live in ``OUTPUT.partial-ckpt/``, which
+    ``resume=True`` continues from. Returns the result on rank 0, None on other ranks.
+    With cross-lingual targets ``sentences`` counts English verses: every step pairs each with
+    one of its translations, so a step reads twice ``batch_size`` sentences.
+    """
+    from transformers import AutoConfig
+
+    from kdcompress.assets import read_embedding_info
+    from kdcompress.models import resolve_model
+
+    env = dist_env()
+    with process_group(env):
+        started = time.perf_counter()
+        checkpoints = checkpoint_dir_for(output)
+        agree(env, lambda: _prepare_output(output, checkpoints, resume=resume, overwrite=overwrite))
+        teacher_dir = resolve_model(teacher)
+        config = AutoConfig.from_pretrained(teacher_dir)
+        validate_arch(arch, teacher_config=config, init=init)
+        limit = _plan_size(steps, epochs, sentences, batch_size)
+        chosen_targets = resolve_targets(targets, corpus_file)
+        if corpus_file is None and not languages:
+            languages = parse_languages("all")
+        translations = None
+        if chosen_targets is Targets.CROSS_LINGUAL:
+            texts, aligned, translated = _parallel_text(languages, seed, limit, passages)
+            info_prefix = read_embedding_info(teacher_dir).text_prefix
+            translations = Translations(
+                aligned,
+                translated,
+                teacher_dir=teacher_dir,
+                max_length=max_length,
+                prefix=info_prefix,
+            )
+        else:
+            if passages:
+                raise UsageError("--passages needs cross-lingual targets on the Bible")
+            texts = _training_text(corpus_file, languages, seed, limit)
+        if len(texts) < env.world:
+            raise UsageError(f"only {len(texts)} training sentences for {env.world} processes")
+        cache = TeacherCache.build(
+            teacher_dir,
+            texts,
+            max_length,
+            _cache_path(cache_dir, checkpoints, env),
+            layers=teacher_layers_for(config, arch, loss),
+            shard=(env.local_rank, env.local_world),
+            show_progress=env.is_main,
+        )
+        cache_s = time.perf_counter() - started
+        outcome = distill_student(
+            teacher_dir=teacher_dir,
+            arch=arch,
+            sentences=texts,
+            steps=_steps(steps, epochs, len(texts), batch_size),
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            max_length=max_length,
+            init=init,
+            cache=cache,
+            loss=loss,
+            translations=translations,
+            contrastive_weight=contrastive_weight,
+            trim_vocab=trim_vocab,
+            dropout=dropout,
+            log_every=log_every,
+            checkpoint_dir=checkpoints,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            show_progress=True,
+        )
+        run = _RunFacts(
+            teacher,
+            teacher_dir,
+            texts,
+            languages,
+            corpus_file,
+            cache,
+            cache_s,
+            batch_size,
+            passages,
+        )
+        result = agree(
+            env,
+            lambda: _write_output(
+                outcome, run, output, overwrite=overwrite, lr=lr, seed=seed, loss=loss
+            ),
+        )
+        if env.local_rank == 0:  # every node removes its own teacher cache (and rank 0 the rest)
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        return result if env.is_main else None
+
+
+def _cache_path(cache_dir: Path | None, checkpoints: Path, env: DistEnv) -> Path:
+    if cache_dir is not None:
+        return cache_dir
+    # Several nodes on one shared filesystem must not write the same cache files at once.
+    suffix = f"-node{env.node}" if env.world > env.local_world else ""
+    return checkpoints / f"teacher-cache{suffix}"
+
+
+@dataclass(frozen=True)
+class _RunFacts:
+    teacher: str
+    teacher_dir: Path
+    texts: list[str]
+    languages: Sequence[str]
+    corpus_file: Path | None
+    cache: TeacherCache
+    cache_s: float
+    batch_size: int
+    passages: float
+
+
+def _vocab_stats(outcome: DistillOutcome, run: _RunFacts, folder: Path) -> VocabTrimStats | None:
+    trim = outcome.vocab_trim
+    if trim is None:
+        return None
+    params = count_parameters(outcome.student)
+    before = params + (trim.old_size - trim.new_size) * outcome.arch.hidden
+    return VocabTrimStats(
+        vocab_before=trim.old_size,
+        vocab_after=trim.new_size,
+        params_before=before,
+        params_after=params,
+        weights_bytes_before=4 * before,
+        weights_bytes_after=4 * params,
+        tokenizer_bytes_before=tokenizer_bytes(run.teacher_dir),
+        tokenizer_bytes_after=tokenizer_bytes(folder),
+    )
+
+
+def _write_output(
+    outcome: DistillOutcome,
+    run: _RunFacts,
+    output: Path,
+    *,
+    overwrite: bool,
+    lr: float,
+    seed: int,
+    loss: str,
+) -> DistillResult:
+    meta = run.cache.meta
+    with atomic_output_dir(output, overwrite=overwrite) as staging:
+        # The sentence-transformers config keeps the model's own input limit, not the
+        # distillation's (64 by default): students are evaluated, and used, on longer texts.
+        write_student_folder(outcome.student, run.teacher_dir, staging, trim=outcome.vocab_trim)
+        if outcome.vocab_trim is not None:
+            sample = [meta.text_prefix + t for t in run.texts[:200]]
+            check_trimmed_tokenizer(
+                run.teacher_dir, staging, outcome.vocab_trim, sample, max_length=meta.max_length
+            )
+        result = DistillResult(
+            arch=outcome.arch,
+            arch_id=outcome.arch.arch_id,
+            teacher=run.teacher,
+            init=outcome.init.mode,
+            init_details=outcome.init.details,
+            loss=loss,
+            layer_map=tuple((p.student, p.teacher) for p in outcome.pairs),
+            steps=outcome.steps,
+            batch_size=run.batch_size,
+            lr=lr,
+            seed=seed,
+            max_length=meta.max_length,
+            languages=tuple(run.languages) if run.corpus_file is None else (),
+            sentences=len(run.texts),
+            corpus_hash=outcome.corpus_hash,
+            curve=outcome.curve,
+            final_hidden_loss=outcome.hidden_loss,
+            final_pooled_loss=outcome.pooled_loss,
+            final_relation_loss=outcome.relation_loss,
+            wall_s=outcome.train_s,
+            teacher_cache_s=run.cache_s,
+            sentences_per_s=outcome.sentences_per_s,
+            world_size=outcome.world_size,
+            parameters=count_parameters(outcome.student),
+            vocab=_vocab_stats(outcome, run, staging),
+            targets=Targets.OWN.value if outcome.translations is None else Targets.CROSS_LINGUAL,
+            final_cosine=outcome.cosine,
+            passages=run.passages,
+        )
+        result.save(staging / "distill.json")
+        write_model_card(staging, result, model_path=output)
+    return result

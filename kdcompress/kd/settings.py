@@ -1,0 +1,121 @@
+"""What a distillation optimises and with which settings; what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from kdcompress.artifacts import (
+    LossPoint,
+    StudentArch,
+)
+from kdcompress.errors import UsageError, parse_choice
+from kdcompress.kd.mapping import (
+    HiddenProjection,
+    LayerPair,
+)
+from kdcompress.kd.student import (
+    InitReport,
+)
+from kdcompress.kd.vocab import (
+    VocabTrim,
+)
+
+
+class LossKind(StrEnum):
+    """What the student learns. The pooled sentence embedding (cosine + normalised MSE) is
+    always part of it: it is what users of an embedding model consume."""
+
+    POOLED = "pooled"
+    HIDDEN = "hidden"  # + the paper's multi-layer hidden-state loss L_HS (Uniform+Last)
+    HIDDEN_RELATION = "hidden+attn-relation"  # + MiniLMv2 attention relations
+
+
+class Targets(StrEnum):
+    """Whose teacher embedding a sentence learns."""
+
+    CROSS_LINGUAL = "cross-lingual"  # a translation learns its (English) source's
+    OWN = "own"  # every sentence its own
+
+
+def parse_loss(name: str) -> LossKind:
+    return parse_choice(LossKind, name, what="--loss")
+
+
+def parse_targets(name: str) -> Targets:
+    return parse_choice(Targets, name, what="--targets")
+
+
+def uses_hidden(loss: str) -> bool:
+    return parse_loss(loss) is not LossKind.POOLED
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """Everything that determines a distillation run's numbers (and must match on resume)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    max_length: int
+    init: str = "teacher"
+    loss: str = LossKind.POOLED.value
+    targets: str = Targets.OWN.value
+    pooled_weight: float = 1.0  # normalised MSE of the sentence embedding
+    cosine_weight: float = 1.0  # 1 - cosine of the sentence embedding
+    contrastive_weight: float = 0.0  # in-batch InfoNCE of translations vs sources' targets
+    temperature: float = 0.05
+    relation_weight: float = 1.0
+    relation_heads: int = 12
+    freeze_embeddings: bool = True  # MISSION: frozen word embeddings help at these budgets
+    trim_vocab: bool = False
+    # One pass over plenty of text leaves no overfitting to fight, and dropout noise would
+    # dominate a regression loss; None keeps the teacher's dropout.
+    dropout: float | None = 0.0
+    warmup: float = 0.06  # share of steps with a linear LR warm-up, then linear decay to 0
+    weight_decay: float = 0.01
+    log_every: int = 10
+
+    def check(self, world: int) -> None:
+        for name in ("steps", "batch_size", "max_length", "log_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', ' ')} must be >= 1")
+        if self.lr <= 0:
+            raise UsageError(f"learning rate must be > 0, got {self.lr}")
+        if self.batch_size < world:
+            raise UsageError(f"batch size {self.batch_size} is smaller than {world} processes")
+        parse_loss(self.loss)
+        parse_targets(self.targets)
+        for name in ("pooled_weight", "cosine_weight", "contrastive_weight"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name.replace('_', ' ')} must be >= 0")
+        if self.temperature <= 0:
+            raise UsageError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class DistillOutcome:
+    """A distilled student in memory, with its final losses and loss curve."""
+
+    student: Any  # a transformers PreTrainedModel
+    projection: HiddenProjection
+    arch: StudentArch
+    init: InitReport
+    pairs: tuple[LayerPair, ...]
+    hidden_loss: float | None  # final normalised L_HS on the evaluation sentences (eval mode)
+    pooled_loss: float
+    relation_loss: float | None
+    curve: tuple[LossPoint, ...]
+    steps: int
+    sentences_seen: int
+    train_s: float  # training-loop time, summed over resumed sessions
+    sentences_per_s: float
+    world_size: int
+    corpus_hash: str
+    vocab_trim: VocabTrim | None = None
+    # L_HS without the embedding pair (eval mode), comparable across depths
+    layer_loss: float | None = None
+    cosine: float | None = None  # mean cosine of student and teacher embeddings (eval mode)
+    translations: tuple[str, ...] | None = None  # languages of cross-lingual targets

@@ -1,0 +1,1 @@
+"""The latency model: a hardware profile (schema) and the predictor fitted on it."""

@@ -1,0 +1,137 @@
+"""Text summaries of a validation report: the rows and Markdown that ``validation.md``, the run
+report and the terminal tables share, so the three never disagree."""
+
+from __future__ import annotations
+
+from kdcompress.artifacts import STUDENT_FP32, ParityReport, ValidationReport
+
+
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def validation_summary(report: ValidationReport) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per model: size, memory, latency, throughput, speedup, quality."""
+    tasks = list(dict.fromkeys(task for m in report.models for task in m.scores))  # suite order
+    seq_lens = sorted({row.seq_len for row in report.latency})
+    batches = sorted({row.batch for row in report.latency})
+    first, widest, longest = batches[0], batches[-1], seq_lens[-1]
+    compared = report.teacher_export is not None
+    header = [
+        "model",
+        "quantization",
+        "size",
+        "peak RSS (model)",
+        *(f"p50 ms seq {s}" for s in seq_lens),
+        f"p90 ms seq {longest}",
+        *([f"sentences/s batch {widest}"] if widest > first else []),
+        f"speedup vs {report.reference}",
+        *tasks,
+        *(["retention"] if compared and tasks else []),
+    ]
+    rows = []
+    for model in report.models:
+        p90 = report.stats(model.name, first, longest)
+        memory = model.memory
+        throughput = report.p50(model.name, widest, longest)
+        speedup = report.speedup(first, longest, model.name)
+        rows.append(
+            [
+                model.name,
+                model.quantization,
+                _mib(model.size_bytes),
+                f"{memory.peak_mib:.0f} MiB ({memory.model_mib:.0f})" if memory else "",
+                *(_ms(report.p50(model.name, first, s)) for s in seq_lens),
+                _ms(p90.p90_ms if p90 else None),
+                *(
+                    [f"{widest * 1000 / throughput:.1f}" if throughput else ""]
+                    if widest > first
+                    else []
+                ),
+                f"{speedup:.2f}x" if speedup else "",
+                *(f"{model.scores[t]:.3f}" if t in model.scores else "" for t in tasks),
+                *(
+                    [f"{model.retention:.1%}" if model.retention is not None else ""]
+                    if compared and tasks
+                    else []
+                ),
+            ]
+        )
+    return header, rows
+
+
+def validation_markdown(report: ValidationReport, *, heading: str | None = None) -> list[str]:
+    """The validation as Markdown: one summary row per model, then every latency measured."""
+    header, rows = validation_summary(report)
+    longest = max(row.seq_len for row in report.latency)
+    first = min(row.batch for row in report.latency)
+    lines = [
+        f"## Validation{f' ({heading})' if heading else ''}",
+        "",
+        f"`{report.export_dir}`: {report.threads} threads, {report.cpu}; latency at batch "
+        f"{first} unless stated, every model timed in turns in one process.",
+        "",
+        _parity_line("deployed file", report.parity),
+    ]
+    if report.fp32_parity is not None:
+        lines.append(_parity_line("fp32 file", report.fp32_parity))
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    quality = (
+        f" Quality: the {report.eval_suite} evaluation suite through the runtime; retention = "
+        "mean of per-task ratios to the teacher."
+        if report.eval_suite != "none"
+        else ""
+    )
+    lines += [
+        "",
+        "Peak RSS: a fresh process that imports only the runtime, loads the model and runs it "
+        f"at seq {longest}; in brackets, what the model adds to the runtime alone.{quality}",
+        "",
+        "| model | batch | seq | p50 ms | p90 ms | min ms | runs | other processes' CPU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report.latency:
+        load = row.latency.foreign_load
+        lines.append(
+            f"| {row.model} | {row.batch} | {row.seq_len} | {row.latency.p50_ms:.2f} | "
+            f"{row.latency.p90_ms:.2f} | {row.latency.min_ms:.2f} | {row.latency.runs} | "
+            f"{'' if load is None else f'{load:.0%}'}"
+            f"{' **disturbed**' if row.latency.disturbed else ''} |"
+        )
+    disturbed = sum(row.latency.disturbed for row in report.latency)
+    if disturbed:
+        lines.append(
+            f"\n**{disturbed} of {len(report.latency)} timings were disturbed by other "
+            "processes**: these latencies are not representative; re-run the validation on a "
+            "quiet machine."
+        )
+    lines += [f"\n{line}" for line in prediction_lines(report)]
+    return [*lines, ""]
+
+
+def prediction_lines(report: ValidationReport) -> list[str]:
+    """The hardware profile's prediction for the student next to what was measured."""
+    lines = []
+    for pred in report.predicted:
+        measured = report.p50(STUDENT_FP32, pred.batch, pred.seq_len)
+        if measured:
+            lines.append(
+                f"Profile prediction for the student (fp32) at batch {pred.batch}, seq "
+                f"{pred.seq_len}: {pred.predicted_ms:.2f} ms, measured {measured:.2f} ms "
+                f"({(pred.predicted_ms / measured - 1) * 100:+.0f}%)."
+            )
+    return lines
+
+
+def _parity_line(what: str, parity: ParityReport) -> str:
+    verdict = "pass" if parity.passed else "**fail**"
+    return (
+        f"Parity of the {what} with PyTorch on {parity.sentences} multilingual sentences: min "
+        f"cosine {parity.min_cosine:.5f} (mean {parity.mean_cosine:.5f}, gate "
+        f"{parity.min_cosine_required}), max abs diff {parity.max_abs_diff:.2e}: {verdict}."
+    )
