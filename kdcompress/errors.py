@@ -64,6 +64,13 @@ class IncompatibleReferenceError(ArtifactError):
     """A reference evaluation made with other task settings: its scores are not comparable."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (library errors can span pages), or its type's name
+    when it has no message: what a one-line error quotes as the reason."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def parse_choice(
     choices: type[E], value: str, *, what: str, error: type[UsageError] = UsageError
 ) -> E:

@@ -13,7 +13,7 @@ from kdcompress.artifacts import MANIFEST, ExportManifest, atomic_output_dir
 from kdcompress.assets import EMBEDDING_INFO
 from kdcompress.backends import Backend, BackendName, get_backend, parse_backend_name
 from kdcompress.console import info, status
-from kdcompress.errors import KDCompressError, UsageError, parse_choice
+from kdcompress.errors import KDCompressError, UsageError, first_line, parse_choice
 from kdcompress.hardware import physical_cores
 from kdcompress.models import resolve_model
 from kdcompress.parity import check_parity
@@ -137,9 +137,8 @@ def _export(backend: Backend, *, model_dir: Path, output_dir: Path) -> Path:
         result = backend.export(model_dir=model_dir, output_dir=output_dir)
     except (ValueError, KeyError, NotImplementedError) as exc:
         model_type = json.loads((model_dir / "config.json").read_text()).get("model_type", "?")
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportFailedError(
-            f"cannot export model type '{model_type}' from {model_dir}: {first_line}"
+            f"cannot export model type '{model_type}' from {model_dir}: {first_line(exc)}"
         ) from exc
     return result
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from kdcompress.artifacts import StudentArch
-from kdcompress.errors import ModelNotFoundError
+from kdcompress.errors import ModelNotFoundError, first_line
 
 # "org/name" or "name": what a Hugging Face Hub id looks like (and a local path usually not).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -51,7 +51,7 @@ def _from_hub(model_id: str) -> Path:
         )
     except Exception as exc:  # offline, unknown repo, auth: all mean "cannot use this model"
         builtins = ", ".join(_builtin_names())
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise ModelNotFoundError(
             f"model '{model_id}' not found: not a local folder, not a built-in teacher "
             f"({builtins}), and not available from the Hugging Face Hub ({reason})"

@@ -44,7 +44,13 @@ from kdcompress.artifacts import (
 )
 from kdcompress.backends import Backend, LoadedModel
 from kdcompress.console import console, info, status, warn
-from kdcompress.errors import ArtifactError, KDCompressError, UsageError, parse_choice
+from kdcompress.errors import (
+    ArtifactError,
+    KDCompressError,
+    UsageError,
+    first_line,
+    parse_choice,
+)
 from kdcompress.hardware import isa_flags
 from kdcompress.parity import check_parity, model_bytes
 
@@ -235,7 +241,7 @@ def load_calibration(model_dir: Path, options: QuantizeOptions) -> Calibration:
     except Exception as exc:  # transformers raises OSError, ValueError, TypeError...
         raise UsageError(
             f"static quantization needs the model's tokenizer, and {model_dir} has none that "
-            f"loads ({_first_line(exc)})"
+            f"loads ({first_line(exc)})"
         ) from exc
     languages = options.calibration_languages or tuple(corpus.LANGUAGES)
     try:
@@ -535,7 +541,7 @@ def _try_plans(
                     raise  # a bad input, not this plan's fault
                 note = f"failed: {exc}"
             except Exception as exc:  # a quantizer that cannot handle this graph: try the next
-                note = f"failed: {type(exc).__name__}: {_first_line(exc)}"
+                note = f"failed: {type(exc).__name__}: {first_line(exc)}"
             else:
                 note = ""
         if note:
@@ -683,8 +689,3 @@ def _max_seq_len(model_dir: Path) -> int:
 def _num_layers(model_dir: Path) -> int:
     config = json.loads((model_dir / "config.json").read_text())
     return int(config.get("num_hidden_layers") or config.get("n_layers") or 0)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from kdcompress.backends.base import Backend, BackendName, LoadedModel
-from kdcompress.errors import ArtifactError, ModelNotFoundError
+from kdcompress.errors import ArtifactError, ModelNotFoundError, first_line
 
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model_int8.onnx"
@@ -144,8 +144,7 @@ def load_onnx_graph(path: Path) -> Any:
     try:
         return onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError, onnx's own errors: all mean "not ONNX"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"{path}: not a readable ONNX model ({reason})") from exc
+        raise ArtifactError(f"{path}: not a readable ONNX model ({first_line(exc)})") from exc
 
 
 def fuse_transformer(*, source: Path, target: Path, model_dir: Path) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from kdcompress.backends.base import Backend, BackendName, LoadedModel
 from kdcompress.backends.onnxruntime import ONNX_FILE, export_onnx, quiet_library_output
-from kdcompress.errors import ArtifactError, ModelNotFoundError
+from kdcompress.errors import ArtifactError, ModelNotFoundError, first_line
 
 OPENVINO_FILE = "openvino_model.xml"
 OPENVINO_INT8_FILE = "openvino_model_int8.xml"
@@ -100,7 +100,7 @@ def read_openvino_model(path: Path) -> Any:
     try:
         return ov.Core().read_model(str(path))
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses with C++ messages
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ArtifactError(f"{path}: OpenVINO cannot read this model ({reason})") from exc
 
 
