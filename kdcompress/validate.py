@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdcompress.artifacts import (
     MANIFEST,
@@ -37,6 +37,9 @@ MARKDOWN = VALIDATION_MARKDOWN
 DEFAULT_SEQ_LENS = (32, 128)
 DEFAULT_BATCH_SIZES = (1, 8)  # latency, and a throughput batch
 SUITES = ("none", "quick", "full")
+
+if TYPE_CHECKING:
+    from kdcompress.quality import EvalSettings
 
 
 def _model_limits(model_dir: Path) -> tuple[int, int]:
@@ -110,7 +113,7 @@ def validate_export(
     if suite != "none":  # missing evaluation data fails now, not after minutes of timing
         from kdcompress.quality import check_data
 
-        check_data(suite)
+        check_data(_suite_settings(suite))
     manifest = read_manifest(export_dir)
     source_dir = _source_dir(export_dir, manifest)
     vocab, max_positions = _model_limits(source_dir)
@@ -180,6 +183,13 @@ def parse_suite(name: str) -> str:
     return name
 
 
+def _suite_settings(suite: str) -> EvalSettings:
+    """The settings of the quick or full evaluation suite."""
+    from kdcompress.quality import full_settings, quick_settings
+
+    return quick_settings() if suite == "quick" else full_settings()
+
+
 def _memory(backend: str, path: Path, seq_len: int, threads: int, vocab: int) -> MemoryUse | None:
     """Peak memory of ``path``; a probe that fails costs its column, not the validation."""
     from kdcompress.memory import measure_memory
@@ -206,11 +216,11 @@ def _quality(
     An evaluation already written for the same model file (and settings) is reused: quality
     does not change between validations, so re-measuring latency on a quiet machine is fast.
     """
-    from kdcompress.quality import full_settings, quick_settings, run_eval
+    from kdcompress.quality import run_eval
 
     if suite == "none":
         return {}
-    settings = quick_settings() if suite == "quick" else full_settings()
+    settings = _suite_settings(suite)
     # (model, folder to evaluate, where its report goes, the report its retention uses)
     jobs: list[tuple[str, Path, Path, Path | None]] = []
     reference = None

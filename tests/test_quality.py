@@ -31,6 +31,7 @@ from kdcompress.errors import (
     UsageError,
 )
 from kdcompress.quality import EvalReport, EvalSettings, Retention, TaskScore
+from kdcompress.quality import data as quality_data
 
 WORDS = (  # noqa: SIM905 - the tiny tokenizers' vocabulary, as prose
     "the a of and to in is was for on that with as by at from this be are it an or model fast "
@@ -267,7 +268,7 @@ def test_a_pickle_with_code_references_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "train.pkl"
     path.write_bytes(pickle.dumps((["t"], ["c"], [len])))
     with pytest.raises(AssetError, match="refusing"):
-        quality._read_inews(path)
+        quality_data._read_inews(path)
 
 
 # ----------------------------------------------------------------------------- embedding
@@ -304,12 +305,12 @@ def test_length_batching_restores_the_input_order(tiny_bert: Path) -> None:
 
 
 def test_max_positions_leaves_roberta_its_offset(tiny_bert: Path, tiny_xlmr: Path) -> None:
-    from kdcompress.encoding import load_tokenizer
+    from kdcompress.encoding import load_tokenizer, max_positions
 
     for folder in (tiny_bert, tiny_xlmr):
         tokenizer = load_tokenizer(folder)
         tokenizer.model_max_length = 10_000
-        assert quality.max_positions(folder, tokenizer) == (80 if folder == tiny_bert else 78)
+        assert max_positions(folder, tokenizer) == (80 if folder == tiny_bert else 78)
 
 
 # ----------------------------------------------------------------------------- report
