@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,9 +35,18 @@ def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
+LOG_EVERY_S = 60.0  # progress lines in a log file (output that is not a terminal)
+
+
 @contextmanager
 def progress() -> Iterator[Progress]:
-    """A progress display with bar, count, elapsed time and ETA, for work longer than a second."""
+    """A progress display with bar, count, elapsed time and ETA, for work longer than a second.
+
+    On a terminal it is a live bar; in a log file (``nohup``, ``| tee``, CI) a live bar shows
+    nothing until the end, so there it is a plain line per task every ``LOG_EVERY_S`` seconds
+    and one when the display closes.
+    """
+    live = console.is_terminal
     bar = Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -47,9 +57,38 @@ def progress() -> Iterator[Progress]:
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        disable=not live,
     )
     with bar:
-        yield bar
+        if live:
+            yield bar
+            return
+        stop = threading.Event()
+        logger = threading.Thread(target=_log_progress, args=(bar, stop), daemon=True)
+        logger.start()
+        try:
+            yield bar
+        finally:
+            stop.set()
+            logger.join()
+
+
+def _log_progress(bar: Progress, stop: threading.Event) -> None:
+    while not stop.wait(LOG_EVERY_S):
+        _progress_lines(bar, finished=False)
+    _progress_lines(bar, finished=True)
+
+
+def _progress_lines(bar: Progress, *, finished: bool) -> None:
+    for task in bar.tasks:
+        if task.finished and not finished:
+            continue
+        total = f"/{task.total:.0f}" if task.total is not None else ""
+        eta = task.time_remaining
+        timing = f"{task.elapsed or 0.0:.0f} s" + (
+            f", eta {eta:.0f} s" if eta and not finished else ""
+        )
+        console.print(f"{task.description}: {task.completed:.0f}{total} ({timing})")
 
 
 @contextmanager
