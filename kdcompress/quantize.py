@@ -1,8 +1,9 @@
 """int8 quantization of an fp32 export: settings per CPU, fallbacks on lost parity, speed check.
 
-One flow for both runtimes; the library calls live in the backend modules
-(:func:`kdcompress.backends.onnxruntime.quantize_onnx`,
-:func:`kdcompress.backends.openvino.quantize_openvino`):
+One generic flow for both runtimes, NNCF's shape: what each runtime must provide is
+:class:`kdcompress.backends.int8.Int8Backend`, implemented in
+:mod:`kdcompress.backends.onnxruntime_int8` and :mod:`kdcompress.backends.openvino_int8` and
+imported here in the runtime's own branch (:func:`int8_backend`):
 
 1. **settings from the CPU** -- :func:`cpu_preset` reads the ISA flags. Without VNNI, the int8
    kernels multiply uint8 activations by int8 weights with ``VPMADDUBSW``, which adds two
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -42,7 +42,8 @@ from kdcompress.artifacts import (
     QualityDrop,
     QuantizationReport,
 )
-from kdcompress.backends import Backend, LoadedModel
+from kdcompress.backends import Backend, BackendName, LoadedModel
+from kdcompress.backends.int8 import Int8Backend, Int8Setup
 from kdcompress.console import console, info, status, warn
 from kdcompress.errors import (
     ArtifactError,
@@ -59,14 +60,6 @@ DEFAULT_MIN_INT8_COSINE = 0.98
 SPEED_CHECK_SEQ_LEN = 128
 CALIBRATION_MAX_LENGTH = 128
 _WORK_DIR = ".int8-work"
-
-# Static ONNX int8 quantizes the *unfused* graph. Calibration can only record ranges of tensors
-# whose type is known, and the outputs of ORT's fused contrib ops (SkipLayerNormalization,
-# BiasGelu, Attention) have none: on a fused graph most MatMul inputs stay unquantized, ORT
-# turns their int8 weights into weight-only MatMulNBits, and the model ran 1.5x *slower* than
-# fp32 (me5-small, seq 128, 2 threads on an AVX2 EPYC: 58 vs 39 ms). Unfused, every MatMul gets
-# uint8 inputs (28 ms, 1.4x faster) and ORT still fuses LayerNorm/Gelu around them at load.
-STATIC_FUSION = "none: static QDQ calibrates the unfused graph (fused ops' outputs are untyped)"
 
 
 class Quantization(StrEnum):
@@ -261,181 +254,20 @@ def load_calibration(model_dir: Path, options: QuantizeOptions) -> Calibration:
     return Calibration(tuple(prefix + s for s in sentences), tokenizer, max_length)
 
 
-# ----------------------------------------------------------------------------- runtimes
-
-
-class _Int8Runtime(ABC):
-    """What the generic flow needs from a runtime: its files, exclusions, settings, the call."""
-
-    int8_name: str
-
-    def __init__(
-        self, *, fp32_file: Path, model_dir: Path, work: Path, preset: CpuPreset, per_channel: bool
-    ) -> None:
-        self.fp32_file = fp32_file
-        self.model_dir = model_dir
-        self.work = work
-        self.preset = preset
-        self.per_channel = per_channel
-
-    @abstractmethod
-    def exclusions(self, plan: Int8Plan, layers: set[int]) -> tuple[list[str], set[str]]:
-        """Names of the operations of ``layers`` (and the embeddings) to keep fp32; parts found."""
-
-    @abstractmethod
-    def settings(self, plan: Int8Plan, calibrated: int) -> Int8Settings:
-        """The settings ``plan`` runs with on this CPU (before keep_fp32 is known)."""
-
-    @abstractmethod
-    def quantize(
-        self,
-        plan: Int8Plan,
-        target: Path,
-        calibration: Sequence[Mapping[str, np.ndarray]],
-        exclude: Sequence[str],
-    ) -> None:
-        """Write the int8 model for ``plan`` to ``target``."""
-
-    def move(self, source: Path, output_dir: Path) -> Path:
-        target = output_dir / self.int8_name
-        source.replace(target)
-        return target
-
-
-class _OnnxRuntimeInt8(_Int8Runtime):
-    int8_name = "model_int8.onnx"
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._prepared: dict[bool, tuple[Path, str]] = {}
-
-    def prepared(self, plan: Int8Plan) -> tuple[Path, str]:
-        """The pre-processed fp32 graph for ``plan`` and the fusions in it (cached): fused for
-        dynamic int8, unfused for static (see ``STATIC_FUSION``)."""
-        from kdcompress.backends.onnxruntime import fuse_transformer, preprocess_for_quantization
-
-        static = plan.mode is Quantization.STATIC
-        if static not in self._prepared:
-            source, fusion = self.fp32_file, STATIC_FUSION
-            if not static:
-                source = self.work / "fused.onnx"
-                fusion = fuse_transformer(
-                    source=self.fp32_file, target=source, model_dir=self.model_dir
-                )
-                if fusion.startswith("none: "):
-                    info(f"[yellow]No graph fusion[/] before int8: {fusion[len('none: ') :]}")
-            ready = self.work / f"prepared-{plan.mode}.onnx"
-            preprocess_for_quantization(source=source, target=ready)
-            if source != self.fp32_file:
-                source.unlink()
-            self._prepared[static] = (ready, fusion)
-        return self._prepared[static]
-
-    def exclusions(self, plan: Int8Plan, layers: set[int]) -> tuple[list[str], set[str]]:
-        from kdcompress.backends.onnxruntime import load_onnx_graph, nodes_to_keep_fp32
-
-        graph = load_onnx_graph(self.prepared(plan)[0])
-        return nodes_to_keep_fp32(graph, layers=layers, embeddings=True)
-
-    def settings(self, plan: Int8Plan, calibrated: int) -> Int8Settings:
-        static = plan.mode is Quantization.STATIC
-        return Int8Settings(
-            mode=plan.mode.value,
-            method="onnxruntime.quantize_static" if static else "onnxruntime.quantize_dynamic",
-            preset=self.preset.name,
-            quant_format="QDQ" if static else "QOperator",
-            weight_type="int8",
-            activation_type="uint8, calibrated" if static else "uint8, per batch at run time",
-            per_channel=self.per_channel,
-            weight_range="7-bit (reduce_range)" if self.preset.reduce_range else "8-bit",
-            graph_fusion=self.prepared(plan)[1],
-            calibration_sentences=calibrated if static else 0,
-            calibration_method="MinMax" if static else "",
-        )
-
-    def quantize(
-        self,
-        plan: Int8Plan,
-        target: Path,
-        calibration: Sequence[Mapping[str, np.ndarray]],
-        exclude: Sequence[str],
-    ) -> None:
-        from kdcompress.backends.onnxruntime import quantize_onnx
-
-        quantize_onnx(
-            source=self.prepared(plan)[0],
-            target=target,
-            static=plan.mode is Quantization.STATIC,
-            per_channel=self.per_channel,
-            reduce_range=self.preset.reduce_range,
-            calibration=calibration,
-            exclude=exclude,
-        )
-
-
-class _OpenVinoInt8(_Int8Runtime):
-    int8_name = "openvino_model_int8.xml"
-
-    def exclusions(self, plan: Int8Plan, layers: set[int]) -> tuple[list[str], set[str]]:
-        from kdcompress.backends.openvino import ops_to_keep_fp32, read_openvino_model
-
-        model = read_openvino_model(self.fp32_file)
-        return ops_to_keep_fp32(model, layers=layers, embeddings=True)
-
-    @property
-    def overflow_fix(self) -> str:
-        # NNCF's recommendation for non-VNNI CPUs: 7-bit weights in the first layer only.
-        return "first_layer_only" if self.preset.reduce_range else "disable"
-
-    def settings(self, plan: Int8Plan, calibrated: int) -> Int8Settings:
-        static = plan.mode is Quantization.STATIC
-        weight_range = "8-bit"  # weight-only int8 computes in fp32: nothing can saturate
-        if static and self.preset.reduce_range:
-            weight_range = "7-bit in the first layer (NNCF overflow fix), 8-bit elsewhere"
-        return Int8Settings(
-            mode=plan.mode.value,
-            method="nncf.quantize (transformer, mixed preset)"
-            if static
-            else "nncf.compress_weights",
-            preset=self.preset.name,
-            quant_format="OpenVINO IR",
-            weight_type="int8 symmetric" if static else "int8 asymmetric (INT8_ASYM)",
-            activation_type="uint8, calibrated" if static else "fp32 (weight-only)",
-            per_channel=True,
-            weight_range=weight_range,
-            graph_fusion="by the OpenVINO CPU plugin when the model is compiled",
-            calibration_sentences=calibrated if static else 0,
-            calibration_method="NNCF statistics (SmoothQuant, fast bias correction)"
-            if static
-            else "",
-        )
-
-    def quantize(
-        self,
-        plan: Int8Plan,
-        target: Path,
-        calibration: Sequence[Mapping[str, np.ndarray]],
-        exclude: Sequence[str],
-    ) -> None:
-        from kdcompress.backends.openvino import quantize_openvino
-
-        quantize_openvino(
-            source=self.fp32_file,
-            target=target,
-            static=plan.mode is Quantization.STATIC,
-            calibration=calibration,
-            exclude=exclude,
-            overflow_fix=self.overflow_fix,
-        )
-
-    def move(self, source: Path, output_dir: Path) -> Path:
-        target = output_dir / self.int8_name
-        source.with_suffix(".bin").replace(target.with_suffix(".bin"))
-        source.replace(target)
-        return target
-
-
 # ----------------------------------------------------------------------------- the flow
+
+
+def int8_backend(backend: Backend, setup: Int8Setup) -> Int8Backend:
+    """``backend``'s int8 specifics, its module imported only in its own branch."""
+    if backend.name is BackendName.ONNXRUNTIME:
+        from kdcompress.backends.onnxruntime_int8 import OnnxRuntimeInt8
+
+        return OnnxRuntimeInt8(setup)
+    if backend.name is BackendName.OPENVINO:
+        from kdcompress.backends.openvino_int8 import OpenVinoInt8
+
+        return OpenVinoInt8(setup)
+    raise UsageError(f"backend '{backend.name}' has no int8 quantization")
 
 
 @dataclass(frozen=True)
@@ -459,18 +291,19 @@ def quantize_export(
 
     Raises :class:`Int8ParityError` when no plan reaches ``options.min_int8_cosine``.
     """
-    from kdcompress.backends import BackendName
-
     preset = cpu_preset()
     work = output_dir / _WORK_DIR
     work.mkdir(exist_ok=True)
-    runtime_cls = _OnnxRuntimeInt8 if backend.name is BackendName.ONNXRUNTIME else _OpenVinoInt8
-    runtime = runtime_cls(
-        fp32_file=fp32_file,
-        model_dir=model_dir,
-        work=work,
-        preset=preset,
-        per_channel=options.per_channel,
+    runtime = int8_backend(
+        backend,
+        Int8Setup(
+            fp32_file=fp32_file,
+            model_dir=model_dir,
+            work=work,
+            preset=preset.name,
+            reduce_range=preset.reduce_range,
+            per_channel=options.per_channel,
+        ),
     )
     try:
         fp32 = backend.load(model_path=fp32_file, threads=threads)
@@ -497,17 +330,31 @@ def quantize_export(
         int8_bytes=model_bytes(model_file),
         fallback=_fallback_reason(attempts),
     )
+    report = _checked_speed(report, backend, fp32, model_file, model_dir, options, threads)
+    return Int8Result(model_file=model_file, parity=chosen.parity, report=report)
+
+
+def _checked_speed(
+    report: QuantizationReport,
+    backend: Backend,
+    fp32: LoadedModel,
+    model_file: Path,
+    model_dir: Path,
+    options: QuantizeOptions,
+    threads: int,
+) -> QuantizationReport:
+    """``report`` after warning about a fallback, with the speed check when it is asked for."""
     if report.fallback:
         warn(f"int8 fallback: {escape(report.fallback)}")
     if options.speed_check:
         int8 = backend.load(model_path=model_file, threads=threads)
         report = replace(report, speed=speed_check(fp32, int8, model_dir, options))
-        _warn_if_not_faster(report.speed, backend.name.value, fp32_file.name)
-    return Int8Result(model_file=model_file, parity=chosen.parity, report=report)
+        _warn_if_not_faster(report.speed, backend.name.value, fp32.path.name)
+    return report
 
 
 def _try_plans(
-    runtime: _Int8Runtime,
+    runtime: Int8Backend,
     backend: Backend,
     model_dir: Path,
     batches: Sequence[Mapping[str, np.ndarray]],
@@ -518,54 +365,90 @@ def _try_plans(
     """Run the plans in order until one keeps parity (and, with ``gate``, quality); the
     accepted file and every attempt."""
     layers = _num_layers(model_dir)
-    edges = {0, layers - 1}
     attempts: list[Int8Attempt] = []
     for index, plan in enumerate(plans_for(options.mode)):
         label = f"int8 {plan.describe()}"
+        target = runtime.work / f"attempt{index}-{runtime.int8_name}"
         with status(f"Quantizing to {label}"):
-            settings = runtime.settings(plan, len(batches))
-            exclude: list[str] = []
-            if plan.keep_edges:
-                exclude, found = runtime.exclusions(plan, edges)
-                settings = replace(settings, keep_fp32=tuple(sorted(found)))
-                skip = _skip_reason(layers, found)
-                if skip:
-                    attempts.append(Int8Attempt(settings, None, False, f"skipped: {skip}"))
-                    continue
-            target = runtime.work / f"attempt{index}-{runtime.int8_name}"
-            try:
-                runtime.quantize(plan, target, batches, exclude)
-                candidate = backend.load(model_path=target, threads=threads)
-            except KDCompressError as exc:
-                if not (isinstance(exc, ArtifactError) and target.exists()):
-                    raise  # a bad input, not this plan's fault
-                note = f"failed: {exc}"
-            except Exception as exc:  # a quantizer that cannot handle this graph: try the next
-                note = f"failed: {type(exc).__name__}: {first_line(exc)}"
-            else:
-                note = ""
-        if note:
+            settings, exclude, skip = _plan_settings(runtime, plan, layers, len(batches))
+            if skip:
+                attempts.append(Int8Attempt(settings, None, False, f"skipped: {skip}"))
+                continue
+            candidate, note = _quantize_and_load(
+                runtime, backend, plan, target, batches, exclude, threads
+            )
+        if candidate is None:
             attempts.append(Int8Attempt(settings, None, False, note))
             warn(f"{label} ({settings.method}) {escape(note)}")
             continue
-        with status("Checking int8 parity against PyTorch"):
-            parity = check_parity(
-                source_dir=model_dir, candidate=candidate, min_cosine=options.min_int8_cosine
-            )
-        quality = gate.check(target, threads) if gate is not None and parity.passed else None
-        accepted = parity.passed and (quality is None or quality.passed)
-        note = quality.describe() if quality is not None and not quality.passed else ""
-        attempts.append(Int8Attempt(settings, parity, accepted, note, quality))
-        verdict = "[green]kept[/]" if accepted else "[yellow]rejected[/]"
-        info(
-            f"{label} ({settings.method}): min cosine {parity.min_cosine:.4f} vs PyTorch "
-            f"(gate {options.min_int8_cosine})"
-            + (f", {quality.describe()}" if quality is not None else "")
-            + f" -> {verdict}"
-        )
-        if accepted:
+        attempt = _judge(candidate, target, settings, label, model_dir, options, threads, gate)
+        attempts.append(attempt)
+        if attempt.accepted:
             return target, attempts
     raise Int8ParityError(_no_plan_message(attempts, options.min_int8_cosine))
+
+
+def _plan_settings(
+    runtime: Int8Backend, plan: Int8Plan, layers: int, calibrated: int
+) -> tuple[Int8Settings, list[str], str]:
+    """The settings ``plan`` runs with, the operations it keeps fp32, and why it is skipped
+    (empty when it is not)."""
+    static = plan.mode is Quantization.STATIC
+    settings = runtime.settings(static, calibrated)
+    if not plan.keep_edges:
+        return settings, [], ""
+    exclude, found = runtime.exclusions(static, {0, layers - 1})
+    settings = replace(settings, keep_fp32=tuple(sorted(found)))
+    return settings, exclude, _skip_reason(layers, found)
+
+
+def _quantize_and_load(
+    runtime: Int8Backend,
+    backend: Backend,
+    plan: Int8Plan,
+    target: Path,
+    batches: Sequence[Mapping[str, np.ndarray]],
+    exclude: Sequence[str],
+    threads: int,
+) -> tuple[LoadedModel | None, str]:
+    """The int8 model of ``plan`` loaded, or None and why it failed."""
+    try:
+        runtime.quantize(plan.mode is Quantization.STATIC, target, batches, exclude)
+        return backend.load(model_path=target, threads=threads), ""
+    except KDCompressError as exc:
+        if not (isinstance(exc, ArtifactError) and target.exists()):
+            raise  # a bad input, not this plan's fault
+        return None, f"failed: {exc}"
+    except Exception as exc:  # a quantizer that cannot handle this graph: try the next
+        return None, f"failed: {type(exc).__name__}: {first_line(exc)}"
+
+
+def _judge(
+    candidate: LoadedModel,
+    target: Path,
+    settings: Int8Settings,
+    label: str,
+    model_dir: Path,
+    options: QuantizeOptions,
+    threads: int,
+    gate: QualityGate | None,
+) -> Int8Attempt:
+    """The attempt with its parity (and, with ``gate``, quality) and whether it is kept."""
+    with status("Checking int8 parity against PyTorch"):
+        parity = check_parity(
+            source_dir=model_dir, candidate=candidate, min_cosine=options.min_int8_cosine
+        )
+    quality = gate.check(target, threads) if gate is not None and parity.passed else None
+    accepted = parity.passed and (quality is None or quality.passed)
+    note = quality.describe() if quality is not None and not quality.passed else ""
+    verdict = "[green]kept[/]" if accepted else "[yellow]rejected[/]"
+    info(
+        f"{label} ({settings.method}): min cosine {parity.min_cosine:.4f} vs PyTorch "
+        f"(gate {options.min_int8_cosine})"
+        + (f", {quality.describe()}" if quality is not None else "")
+        + f" -> {verdict}"
+    )
+    return Int8Attempt(settings, parity, accepted, note, quality)
 
 
 def _skip_reason(layers: int, found: set[str]) -> str:

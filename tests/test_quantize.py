@@ -317,7 +317,8 @@ def test_calibration_uses_the_model_prefix_and_train_split(
 
 
 def test_corrupt_models_are_one_line_artifact_errors(tmp_path: Path, tiny_bert: Path) -> None:
-    from kdcompress.backends.onnxruntime import fuse_transformer, load_onnx_graph
+    from kdcompress.backends.onnxruntime import load_onnx_graph
+    from kdcompress.backends.onnxruntime_int8 import fuse_transformer
     from kdcompress.backends.openvino import read_openvino_model
 
     garbage = tmp_path / "model.onnx"

@@ -12,8 +12,8 @@ import pytest
 from test_quality import SETTINGS, cache, fake_cache  # noqa: F401 - fixtures used by name
 from test_quantize import fake_sentences, options
 
-from kdcompress import quantize as quantize_module
 from kdcompress.artifacts import ValidationReport
+from kdcompress.backends.onnxruntime_int8 import OnnxRuntimeInt8
 from kdcompress.errors import ArtifactError
 from kdcompress.export import ExportFormat, export_model, teacher_export
 from kdcompress.memory import measure_memory
@@ -46,13 +46,13 @@ def _scramble(path: Path) -> None:
 def test_quality_gate_rejects_a_broken_int8_model_and_writes_nothing(
     quick_suite: Path, tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = quantize_module._OnnxRuntimeInt8.quantize
+    real = OnnxRuntimeInt8.quantize
 
-    def broken(self: object, plan: object, target: Path, *args: object) -> None:
-        real(self, plan, target, *args)  # type: ignore[arg-type]
+    def broken(self: object, static: object, target: Path, *args: object) -> None:
+        real(self, static, target, *args)  # type: ignore[arg-type]
         _scramble(target)
 
-    monkeypatch.setattr(quantize_module._OnnxRuntimeInt8, "quantize", broken)
+    monkeypatch.setattr(OnnxRuntimeInt8, "quantize", broken)
     # Parity alone would let it through (gate -1): only the quality gate can catch it.
     gated = options(Quantization.DYNAMIC, min_int8_cosine=-1.0, max_quality_drop=5.0)
     with pytest.raises(Int8ParityError, match=r"quality drop \d+\.\d% .*gate 5%"):
