@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdcompress.artifacts import atomic_write_text
 from kdcompress.console import info, status, warn
 from kdcompress.e5s1 import check_pieces, read_e5s1, save_bert, write_xlmr_tokenizer
 from kdcompress.errors import (
@@ -40,6 +39,7 @@ from kdcompress.errors import (
     AssetUnavailableError,
     ModelNotFoundError,
 )
+from kdcompress.outputs import atomic_write_text
 
 MARKER = ".kdcompress-complete.json"
 EMBEDDING_INFO = "kdcompress_model.json"

@@ -107,8 +107,8 @@ def _root(
 
 def _hold_output(ctx: typer.Context, path: Path) -> None:
     """Lock the output ``path`` until the command ends: a second process writing it gets one
-    error line naming this one's PID (see ``kdcompress.artifacts.output_lock``)."""
-    from kdcompress.artifacts import output_lock
+    error line naming this one's PID (see ``kdcompress.outputs.output_lock``)."""
+    from kdcompress.outputs import output_lock
 
     ctx.with_resource(output_lock(path))
 
@@ -387,7 +387,9 @@ def distill(
         ),
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Sentences per optimizer step.")] = 32,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW).")] = 1e-4,
+    lr: Annotated[
+        float | None, typer.Option(min=0.0, help="Peak learning rate (AdamW) [default: 3e-4].")
+    ] = None,
     max_length: Annotated[int, typer.Option(min=4, help="Tokens per sentence, at most.")] = 64,
     languages: Annotated[
         str, typer.Option(help="Bible languages, comma-separated, or 'all'.")
@@ -462,6 +464,7 @@ def distill(
     Example: [bold]kdcompress distill --arch runs/s1/search.json --steps 2000 --output st/s1[/]
     """
     from kdcompress.distill import parse_languages, run_distill
+    from kdcompress.kd.settings import DEFAULT_LR
     from kdcompress.kd.student import load_search_arch, parse_arch_json
     from kdcompress.render import show_result
     from kdcompress.textfile import read_text_lines
@@ -486,7 +489,7 @@ def distill(
         corpus_file=corpus,
         languages=parse_languages(languages),
         batch_size=batch,
-        lr=lr,
+        lr=lr if lr is not None else DEFAULT_LR,
         max_length=max_length,
         loss=loss,
         targets=targets,

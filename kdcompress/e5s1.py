@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdcompress.artifacts import atomic_write_text
 from kdcompress.console import progress
 from kdcompress.errors import AssetError
+from kdcompress.outputs import atomic_write_text
 
 if TYPE_CHECKING:
     import numpy as np

@@ -9,13 +9,14 @@ from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 
-from kdcompress.artifacts import MANIFEST, ExportManifest, atomic_output_dir
+from kdcompress.artifacts import MANIFEST, ExportManifest
 from kdcompress.assets import EMBEDDING_INFO
 from kdcompress.backends import Backend, BackendName, get_backend, parse_backend_name
 from kdcompress.console import info, status
 from kdcompress.errors import KDCompressError, UsageError, first_line, parse_choice
 from kdcompress.hardware import physical_cores
 from kdcompress.models import resolve_model
+from kdcompress.outputs import atomic_output_dir
 from kdcompress.parity import check_parity
 from kdcompress.quantize import Quantization, QuantizeOptions, load_calibration, quantize_export
 

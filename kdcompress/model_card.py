@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdcompress.artifacts import DistillResult, atomic_write_text
+from kdcompress.artifacts import DistillResult
 from kdcompress.assets import EMBEDDING_INFO, TEACHERS, EmbeddingInfo, read_embedding_info
+from kdcompress.outputs import atomic_write_text
 from kdcompress.st_format import TRANSFORMER_CONFIG, prompts_for
 
 MODEL_CARD = "README.md"

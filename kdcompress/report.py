@@ -14,10 +14,10 @@ from pathlib import Path
 from kdcompress.artifacts import (
     DistillResult,
     ValidationReport,
-    atomic_write_text,
 )
 from kdcompress.console import info
 from kdcompress.errors import UsageError
+from kdcompress.outputs import atomic_write_text
 from kdcompress.summaries import validation_markdown
 
 

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kdcompress.artifacts import atomic_write_text
 from kdcompress.assets import EmbeddingInfo, read_embedding_info
+from kdcompress.outputs import atomic_write_text
 
 MODULES_FILE = "modules.json"
 TRANSFORMER_CONFIG = "sentence_bert_config.json"

@@ -20,7 +20,6 @@ from kdcompress.artifacts import (
     ModelSummary,
     PredictedLatency,
     ValidationReport,
-    atomic_write_text,
 )
 from kdcompress.backends import LoadedModel, get_backend
 from kdcompress.backends.base import compare_latency
@@ -30,6 +29,7 @@ from kdcompress.encoding import (
 )
 from kdcompress.errors import ArtifactError, UsageError
 from kdcompress.hardware import cpu_model, physical_cores
+from kdcompress.outputs import atomic_write_text
 from kdcompress.parity import check_parity, model_bytes
 
 REPORT = VALIDATION_REPORT
