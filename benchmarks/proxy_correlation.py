@@ -50,6 +50,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--teacher", default="me5-small")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", default="3e-4")
     parser.add_argument("--proxy-sentences", type=int, default=256)
     parser.add_argument("--proxy-steps", type=int, default=60)
     parser.add_argument("--cache", type=Path, default=None, help="shared distill teacher cache")
@@ -92,7 +93,8 @@ def final(args: argparse.Namespace, arch: StudentArch) -> dict[str, Any]:
     student, report = folder / "student", folder / "eval-quick.json"
     command = [
         *KDCOMPRESS, "distill", "--teacher", args.teacher, "--arch-json", arch_json(arch),
-        "--steps", str(args.steps), "--batch", str(args.batch), "--output", str(student),
+        "--steps", str(args.steps), "--batch", str(args.batch), "--lr", args.lr,
+        "--output", str(student),
     ]  # fmt: skip
     if args.cache is not None:
         command += ["--cache", str(args.cache)]

@@ -32,20 +32,21 @@ KDCOMPRESS = [sys.executable, "-m", "kdcompress"]
 # tool's default recipe. Variants of one group distil on the same sentences, so they share one
 # teacher cache (built by the first of them that needs the most layers).
 VARIANTS: dict[str, tuple[str, list[str], str]] = {
-    "default": ("new default: sentence embedding, cross-lingual targets", [], "xling"),
+    "default": ("default: sentence embedding, cross-lingual targets, lr 3e-4", [], "xling"),
     "previous": (
-        "previous default: hidden states + pooled, own targets, languages interleaved",
-        ["--loss", "hidden", "--targets", "own"],
+        "previous default: hidden states + pooled, own targets, languages interleaved, lr 1e-4",
+        ["--loss", "hidden", "--targets", "own", "--lr", "1e-4"],
         "own",
     ),
-    "own-targets": ("sentence embedding, own targets", ["--targets", "own"], "own"),
+    "lr1e-4": ("default at learning rate 1e-4", ["--lr", "1e-4"], "xling"),
+    "lr1e-3": ("default at learning rate 1e-3", ["--lr", "1e-3"], "xling"),
+    "own-targets": ("default with own targets", ["--targets", "own"], "own"),
     "hidden": ("default + hidden-state loss (English side)", ["--loss", "hidden"], "xling-hidden"),
     "contrastive": (
         "default + in-batch contrastive term",
         ["--contrastive-weight", "1"],
         "xling",
     ),
-    "lr3e-4": ("default at learning rate 3e-4", ["--lr", "3e-4"], "xling"),
     "trim": ("default + vocabulary trimming", ["--trim-vocab"], "xling"),
     "random-init": ("default from a random init", ["--init", "random"], "xling"),
     "activations": (
@@ -67,6 +68,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--arch-json", default=ARCH)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", default="3e-4", help="the default recipe's learning rate")
     parser.add_argument("--only", nargs="*", default=None, help="variants to run, in order")
     parser.add_argument("--output", type=Path, default=Path("runs/ablation"))
     return parser.parse_args()
@@ -94,6 +96,8 @@ def distill_command(args: argparse.Namespace, name: str, student: Path) -> list[
         "--steps", str(args.steps), "--batch", str(args.batch), "--output", str(student),
     ]  # fmt: skip
     _what, options, group = VARIANTS[name]
+    if "--lr" not in options:  # explicit, so a row reproduces whatever the tool's default
+        options = ["--lr", args.lr, *options]
     return command + options + ["--cache", str(args.output / f"cache-{group}")]
 
 

@@ -21,7 +21,7 @@ from kdcompress.errors import UsageError
 from kdcompress.kd.distributed import DistEnv, agree, dist_env, process_group
 from kdcompress.kd.loop import distill_student, teacher_layers_for
 from kdcompress.kd.parallel import Translations
-from kdcompress.kd.settings import DistillOutcome, LossKind, Targets, parse_targets
+from kdcompress.kd.settings import DEFAULT_LR, DistillOutcome, LossKind, Targets, parse_targets
 from kdcompress.kd.student import (
     count_parameters,
     validate_arch,
@@ -143,7 +143,7 @@ def run_distill(
     corpus_file: Path | None = None,
     languages: Sequence[str] = (),  # Bible languages; empty: all of them
     batch_size: int = 32,
-    lr: float = 1e-4,
+    lr: float = DEFAULT_LR,
     max_length: int = 64,
     loss: str = LossKind.POOLED.value,
     targets: str | None = None,  # default: cross-lingual on the Bible, own with corpus_file
