@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from common import KDCOMPRESS, call
 
 from kdcompress.artifacts import (
     STUDENT_FP32,
@@ -45,7 +44,6 @@ from kdcompress.artifacts import (
 )
 from kdcompress.hardware import cpu_model
 
-KDCOMPRESS = [sys.executable, "-m", "kdcompress"]
 SEQ_LENS = (32, 128)
 START_MARK = "<!-- frontier:start -->"
 END_MARK = "<!-- frontier:end -->"
@@ -74,14 +72,6 @@ def parse() -> argparse.Namespace:
 # ----------------------------------------------------------------------------- model folders
 
 
-def _call(command: list[str], log: Path) -> None:
-    print("$", shlex.join(command), flush=True)
-    with log.open("a") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}), see {log}")
-
-
 def student(arch: StudentArch) -> Callable[[argparse.Namespace, Path], Path]:
     """A student distilled with the default recipe (resumes a killed distillation)."""
 
@@ -98,7 +88,7 @@ def student(arch: StudentArch) -> Callable[[argparse.Namespace, Path], Path]:
             ]  # fmt: skip
             if checkpoint_dir_for(out).exists():
                 command.append("--resume")
-            _call(command, folder / "distill.log")
+            call(command, folder / "distill.log")
         return out
 
     return make
@@ -241,7 +231,7 @@ def model2vec_row(args: argparse.Namespace, teacher_scores: dict[str, float]) ->
         script = Path(__file__).with_name("model2vec_row.py")
         teacher_dir = str(resolve_model(args.teacher))
         command = [str(args.model2vec_python), str(script), "--teacher", teacher_dir]
-        _call([*command, "--output", str(folder)], folder / "distill.log")
+        call([*command, "--output", str(folder)], folder / "distill.log")
     static = _StaticEmbeddings(folder / "model")
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "model" / "tokenizer.json"))
     embedder = Embedder(

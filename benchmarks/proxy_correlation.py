@@ -22,10 +22,10 @@ import argparse
 import dataclasses
 import json
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from common import KDCOMPRESS, call
 
 from kdcompress.artifacts import StudentArch, atomic_write_text
 from kdcompress.distill import checkpoint_dir_for
@@ -42,7 +42,6 @@ ARCHS = (
     StudentArch(layers=1, hidden=192, heads=6, ffn=384),
     StudentArch(layers=6, hidden=128, heads=4, ffn=256),
 )
-KDCOMPRESS = [sys.executable, "-m", "kdcompress"]
 
 
 def parse() -> argparse.Namespace:
@@ -101,10 +100,13 @@ def final(args: argparse.Namespace, arch: StudentArch) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     if not (student / "distill.json").is_file():
         resume = ["--resume"] if checkpoint_dir_for(student).exists() else []
-        _call(command + resume, folder / "distill.log")
+        call(command + resume, folder / "distill.log")
     if not report.is_file():
         evaluate = [*KDCOMPRESS, "eval", "--model", str(student), "--quick"]
-        _call([*evaluate, "--reference", str(args.reference), "--output", str(report)], folder)
+        call(
+            [*evaluate, "--reference", str(args.reference), "--output", str(report)],
+            folder / "eval.log",
+        )
     scores = EvalReport.load(report)
     assert scores.retention is not None and scores.retention.overall is not None
     return {
@@ -112,15 +114,6 @@ def final(args: argparse.Namespace, arch: StudentArch) -> dict[str, Any]:
         "scores": {t.task: t.score for t in scores.tasks},
         "command": shlex.join(["kdcompress", *command[3:]]),
     }
-
-
-def _call(command: list[str], where: Path) -> None:
-    log = where if where.suffix == ".log" else where / "eval.log"
-    print("$", shlex.join(command), flush=True)
-    with log.open("a") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}), see {log}")
 
 
 def measure(

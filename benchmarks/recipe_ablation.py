@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from common import KDCOMPRESS, call
 
 from kdcompress.artifacts import DistillResult, atomic_write_text
 from kdcompress.distill import checkpoint_dir_for
@@ -26,7 +26,6 @@ from kdcompress.hardware import cpu_model
 from kdcompress.quality import EvalReport
 
 ARCH = '{"layers": 2, "hidden": 384, "heads": 12, "ffn": 1536}'
-KDCOMPRESS = [sys.executable, "-m", "kdcompress"]
 
 # name -> (what it changes, extra distill options, teacher-cache group). "default" is the
 # tool's default recipe. Variants of one group distil on the same sentences, so they share one
@@ -74,19 +73,11 @@ def parse() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def run(command: list[str], log: Path) -> None:
-    print("$", shlex.join(command), flush=True)
-    with log.open("a") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}), see {log}")
-
-
 def teacher_reference(args: argparse.Namespace) -> Path:
     path = args.output / "teacher-quick.json"
     if not path.is_file():
         command = [*KDCOMPRESS, "eval", "--model", args.teacher, "--quick", "--output", str(path)]
-        run(command, args.output / "teacher.log")
+        call(command, args.output / "teacher.log")
     return path
 
 
@@ -108,10 +99,10 @@ def variant(args: argparse.Namespace, name: str, reference: Path) -> dict[str, o
     command = distill_command(args, name, student)
     if not (student / "distill.json").is_file():
         resume = ["--resume"] if checkpoint_dir_for(student).exists() else []
-        run(command + resume, folder / "distill.log")
+        call(command + resume, folder / "distill.log")
     if not report.is_file():
         evaluate = [*KDCOMPRESS, "eval", "--model", str(student), "--quick"]
-        run(
+        call(
             [*evaluate, "--reference", str(reference), "--output", str(report)], folder / "eval.log"
         )
     result, scores = DistillResult.load(student / "distill.json"), EvalReport.load(report)
