@@ -18,7 +18,13 @@ from kdcompress.hardware import physical_cores
 from kdcompress.models import resolve_model
 from kdcompress.outputs import atomic_output_dir
 from kdcompress.parity import check_parity
-from kdcompress.quantize import Quantization, QuantizeOptions, load_calibration, quantize_export
+from kdcompress.quantize import (
+    Calibration,
+    Quantization,
+    QuantizeOptions,
+    load_calibration,
+    quantize_export,
+)
 
 
 class ExportFormat(StrEnum):
@@ -78,50 +84,95 @@ def export_model(
         with status(f"Reading {quantize.calibration_size} calibration sentences"):
             calibration = load_calibration(model_dir, quantize)  # fails fast, before exporting
     with atomic_output_dir(output, overwrite=overwrite) as staging:
-        with status(f"Exporting {model} to {fmt} ({backend.name} {backend.version()})"):
-            artifact = _export(backend, model_dir=model_dir, output_dir=staging)
-        if (model_dir / EMBEDDING_INFO).is_file():
-            shutil.copy2(model_dir / EMBEDDING_INFO, staging / EMBEDDING_INFO)
-        with status("Checking output parity against PyTorch"):
-            loaded = backend.load(model_path=artifact, threads=threads)
-            parity = check_parity(source_dir=model_dir, candidate=loaded, min_cosine=min_cosine)
-        if not parity.passed:
-            raise ExportFailedError(
-                f"export lost parity: min cosine {parity.min_cosine:.5f} < {min_cosine} "
-                f"(max abs diff {parity.max_abs_diff:.2e}); nothing was written"
-            )
-        fp32_file = str(artifact.relative_to(staging))
-        manifest = ExportManifest(
-            format=fmt.value,
-            backend=backend.name.value,
-            backend_version=backend.version(),
-            source_model=str(model_dir.resolve()),
-            model_file=fp32_file,
-            quantization="none",
-            parity=parity,
-            fp32_file=fp32_file,
-            fp32_parity=parity,
+        manifest = _export_fp32(
+            backend,
+            fmt,
+            model=model,
+            model_dir=model_dir,
+            staging=staging,
+            threads=threads,
+            min_cosine=min_cosine,
         )
         if quantize is not None:
-            int8 = quantize_export(
-                backend=backend,
+            manifest = _add_int8(
+                manifest,
+                backend,
                 model_dir=model_dir,
-                fp32_file=artifact,
-                output_dir=staging,
+                staging=staging,
                 options=quantize,
                 calibration=calibration,
                 threads=threads,
             )
-            manifest = replace(
-                manifest,
-                model_file=str(int8.model_file.relative_to(staging)),
-                quantization=int8.report.settings.mode,
-                parity=int8.parity,
-                int8=int8.report,
-            )
         manifest.save(staging / MANIFEST)
     info(f"[green]Exported[/] {model} -> {output / manifest.model_file}")
     return manifest
+
+
+def _export_fp32(
+    backend: Backend,
+    fmt: ExportFormat,
+    *,
+    model: str,
+    model_dir: Path,
+    staging: Path,
+    threads: int,
+    min_cosine: float,
+) -> ExportManifest:
+    """The fp32 export in ``staging``, checked against PyTorch, and its manifest."""
+    with status(f"Exporting {model} to {fmt} ({backend.name} {backend.version()})"):
+        artifact = _export(backend, model_dir=model_dir, output_dir=staging)
+    if (model_dir / EMBEDDING_INFO).is_file():
+        shutil.copy2(model_dir / EMBEDDING_INFO, staging / EMBEDDING_INFO)
+    with status("Checking output parity against PyTorch"):
+        loaded = backend.load(model_path=artifact, threads=threads)
+        parity = check_parity(source_dir=model_dir, candidate=loaded, min_cosine=min_cosine)
+    if not parity.passed:
+        raise ExportFailedError(
+            f"export lost parity: min cosine {parity.min_cosine:.5f} < {min_cosine} "
+            f"(max abs diff {parity.max_abs_diff:.2e}); nothing was written"
+        )
+    fp32_file = str(artifact.relative_to(staging))
+    return ExportManifest(
+        format=fmt.value,
+        backend=backend.name.value,
+        backend_version=backend.version(),
+        source_model=str(model_dir.resolve()),
+        model_file=fp32_file,
+        quantization="none",
+        parity=parity,
+        fp32_file=fp32_file,
+        fp32_parity=parity,
+    )
+
+
+def _add_int8(
+    manifest: ExportManifest,
+    backend: Backend,
+    *,
+    model_dir: Path,
+    staging: Path,
+    options: QuantizeOptions,
+    calibration: Calibration | None,
+    threads: int,
+) -> ExportManifest:
+    """``manifest`` with the int8 model quantized next to its fp32 file as the deployed one."""
+    assert manifest.fp32_file is not None
+    int8 = quantize_export(
+        backend=backend,
+        model_dir=model_dir,
+        fp32_file=staging / manifest.fp32_file,
+        output_dir=staging,
+        options=options,
+        calibration=calibration,
+        threads=threads,
+    )
+    return replace(
+        manifest,
+        model_file=str(int8.model_file.relative_to(staging)),
+        quantization=int8.report.settings.mode,
+        parity=int8.parity,
+        int8=int8.report,
+    )
 
 
 def _export(backend: Backend, *, model_dir: Path, output_dir: Path) -> Path:

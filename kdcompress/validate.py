@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from kdcompress.artifacts import (
     LatencyRow,
     MemoryUse,
     ModelSummary,
+    ParityReport,
     PredictedLatency,
     ValidationReport,
 )
@@ -114,6 +116,43 @@ def validate_export(
         from kdcompress.quality import check_data
 
         check_data(_suite_settings(suite))
+    subject = _subject(export_dir, teacher, seq_lens)
+    parity, fp32_parity, rows = _side_by_side(subject, batch_sizes, runs, rounds, threads)
+    scores = _quality(suite, export_dir, subject.teacher_dir, subject.files, threads)
+    report = ValidationReport(
+        export_dir=str(export_dir),
+        parity=parity,
+        latency=tuple(rows),
+        cpu=cpu_model(),
+        threads=threads,
+        teacher_export=str(subject.teacher_dir) if subject.teacher_dir else None,
+        predicted=_predicted(profile, subject.source_dir, subject.seq_lens, batch_sizes),
+        models=_summaries(subject, scores, memory=memory, threads=threads),
+        fp32_parity=fp32_parity,
+        eval_suite=suite,
+    )
+    report.save(export_dir / REPORT)
+    from kdcompress.summaries import validation_markdown
+
+    atomic_write_text(export_dir / MARKDOWN, "\n".join(validation_markdown(report)) + "\n")
+    return report
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """What a validation measures: the export, its source, the files side by side."""
+
+    manifest: ExportManifest
+    source_dir: Path
+    files: dict[str, Path]  # model name -> file, the teacher's first
+    quantization: dict[str, str]  # model name -> its export's quantization
+    teacher_dir: Path | None
+    vocab: int  # synthetic token ids must exist in every model
+    seq_lens: tuple[int, ...]
+
+
+def _subject(export_dir: Path, teacher: Path | None, seq_lens: tuple[int, ...] | None) -> _Subject:
+    """The export, its teacher and the sequence lengths, checked before any timing."""
     manifest = read_manifest(export_dir)
     source_dir = _source_dir(export_dir, manifest)
     vocab, max_positions = _model_limits(source_dir)
@@ -130,8 +169,17 @@ def validate_export(
         teacher_dir, teacher_manifest, teacher_vocab = _teacher(Path(teacher), manifest)
         files = {TEACHER: teacher_dir / teacher_manifest.model_file, **files}
         quantization[TEACHER] = teacher_manifest.quantization
-        vocab = min(vocab, teacher_vocab)  # synthetic token ids must exist in both
-    models = {name: _load(manifest.backend, path, threads) for name, path in files.items()}
+        vocab = min(vocab, teacher_vocab)
+    return _Subject(manifest, source_dir, files, quantization, teacher_dir, vocab, seq_lens)
+
+
+def _side_by_side(
+    subject: _Subject, batch_sizes: tuple[int, ...], runs: int, rounds: int, threads: int
+) -> tuple[ParityReport, ParityReport | None, list[LatencyRow]]:
+    """Parity of the deployed file (and of fp32 next to int8), and the latency rows of every
+    model loaded together (the student's PyTorch source too when there is no teacher)."""
+    manifest, source_dir = subject.manifest, subject.source_dir
+    models = {name: _load(manifest.backend, path, threads) for name, path in subject.files.items()}
     deployed = models[STUDENT_INT8 if STUDENT_INT8 in models else STUDENT_FP32]
     # The deployed file is held to the gate it was exported under (looser for int8).
     gate = manifest.parity.min_cosine_required
@@ -139,42 +187,32 @@ def validate_export(
     fp32_parity = None
     if STUDENT_INT8 in models:
         fp32_parity = check_parity(source_dir=source_dir, candidate=models[STUDENT_FP32])
-    if teacher_dir is None:
+    if subject.teacher_dir is None:
         models[STUDENT_PYTORCH] = _load("torch", source_dir, threads)
-    rows = _latency_rows(models, vocab, seq_lens, batch_sizes, runs, rounds)
-    del models, deployed  # free the runtimes before the memory and quality runs
-    scores = _quality(suite, export_dir, teacher_dir, files, threads)
-    summaries = tuple(
+    rows = _latency_rows(models, subject.vocab, subject.seq_lens, batch_sizes, runs, rounds)
+    # Returning frees the runtimes before the memory and quality runs.
+    return parity, fp32_parity, rows
+
+
+def _summaries(
+    subject: _Subject, scores: dict[str, dict[str, Any]], *, memory: bool, threads: int
+) -> tuple[ModelSummary, ...]:
+    """One summary per model file: size, peak memory (with ``memory``), quality scores."""
+    backend = subject.manifest.backend
+    return tuple(
         ModelSummary(
             name=name,
-            backend=manifest.backend,
+            backend=backend,
             file=str(path),
-            quantization=quantization[name],
+            quantization=subject.quantization[name],
             size_bytes=model_bytes(path),
-            memory=_memory(manifest.backend, path, max(seq_lens), threads, vocab)
+            memory=_memory(backend, path, max(subject.seq_lens), threads, subject.vocab)
             if memory
             else None,
             **scores.get(name, {}),
         )
-        for name, path in files.items()
+        for name, path in subject.files.items()
     )
-    report = ValidationReport(
-        export_dir=str(export_dir),
-        parity=parity,
-        latency=tuple(rows),
-        cpu=cpu_model(),
-        threads=threads,
-        teacher_export=str(teacher_dir) if teacher_dir else None,
-        predicted=_predicted(profile, source_dir, seq_lens, batch_sizes),
-        models=summaries,
-        fp32_parity=fp32_parity,
-        eval_suite=suite,
-    )
-    report.save(export_dir / REPORT)
-    from kdcompress.summaries import validation_markdown
-
-    atomic_write_text(export_dir / MARKDOWN, "\n".join(validation_markdown(report)) + "\n")
-    return report
 
 
 def parse_suite(name: str) -> str:
