@@ -234,13 +234,14 @@ import signal, sys, time
 from pathlib import Path
 import typer
 from kdcompress import cli
+from kdcompress.cli.options import hold_output
 from kdcompress.artifacts import atomic_output_dir
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
 
 @cli.app.command()
 def sleep(ctx: typer.Context, output: Path) -> None:
-    cli._hold_output(ctx, output)
+    hold_output(ctx, output)
     with atomic_output_dir(output, overwrite=False):
         print("writing", flush=True)
         time.sleep(300)

@@ -1,0 +1,169 @@
+"""``kdcompress distill``: distil a student from a teacher."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdcompress.cli.app import app
+from kdcompress.cli.options import OverwriteOption, TeacherOption, hold_output
+from kdcompress.errors import UsageError
+
+
+@app.command()
+def distill(
+    ctx: typer.Context,
+    output: Annotated[
+        Path, typer.Option(help="Student folder to create (a Hugging Face model folder).")
+    ],
+    teacher: TeacherOption = "me5-small",
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="PATH\\[#budget]: a search result, a JSON object with "
+            '"recommendations": [{"budget": "...", "arch": {"layers": 4, "hidden": 384, '
+            '"heads": 12, "ffn": 1536}}]; without #budget the first one.'
+        ),
+    ] = None,
+    arch_json: Annotated[
+        str | None,
+        typer.Option(
+            "--arch-json",
+            help='The student shape, e.g. \'{"layers":4,"hidden":384,"heads":12,"ffn":1536}\'.',
+        ),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps.")] = None,
+    epochs: Annotated[
+        float | None, typer.Option(min=0.01, help="Passes over the sentences (instead of steps).")
+    ] = None,
+    sentences: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Training sentences (default: steps x batch, each seen once; 20,000 with "
+            "--epochs).",
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Sentences per optimizer step.")] = 32,
+    lr: Annotated[
+        float | None, typer.Option(min=0.0, help="Peak learning rate (AdamW) [default: 3e-4].")
+    ] = None,
+    max_length: Annotated[int, typer.Option(min=4, help="Tokens per sentence, at most.")] = 64,
+    languages: Annotated[
+        str, typer.Option(help="Bible languages, comma-separated, or 'all'.")
+    ] = "all",
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Own corpus: a text file, one sentence per line (instead of the Bible)."),
+    ] = None,
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="pooled (the sentence embedding: cosine + normalised MSE), hidden (+ the "
+            "paper's multi-layer hidden-state loss) or hidden+attn-relation (+ MiniLMv2)."
+        ),
+    ] = "pooled",
+    targets: Annotated[
+        str | None,
+        typer.Option(
+            help="cross-lingual (each translation learns the teacher's embedding of its English "
+            "verse; default on the Bible) or own (each sentence its own; default with --corpus)."
+        ),
+    ] = None,
+    contrastive_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Weight of an in-batch contrastive term (cross-lingual targets)."
+        ),
+    ] = 0.0,
+    passages: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of training items that are passages of 3-8 consecutive verses (long "
+            "inputs, cross-lingual targets); raise --max-length with it, e.g. to 256.",
+        ),
+    ] = 0.0,
+    init: Annotated[
+        str,
+        typer.Option(
+            help="teacher (uniform teacher layers, parts kept by weight norms), activations "
+            "(layers, heads, FFN neurons and features kept by their activations on 256 "
+            "training sentences, Minitron-style) or random."
+        ),
+    ] = "teacher",
+    trim_vocab: Annotated[
+        bool, typer.Option("--trim-vocab", help="Keep only tokens that occur in the corpus.")
+    ] = False,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout while training.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed: sentence order, batches, random init.")] = 0,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Teacher-target cache folder to reuse (default: with the checkpoints)."),
+    ] = None,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 200,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")
+    ] = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Distil a student task-agnostically from a sentence-embedding teacher.
+
+    By default the student learns the teacher's sentence embedding (cosine + normalised MSE)
+    with cross-lingual targets: an English verse and one of its translations both regress the
+    teacher's embedding of the English verse (Reimers & Gurevych 2020). --loss hidden adds the
+    paper's multi-layer hidden-state loss: student layer i regresses teacher layers
+    floor(i*L_T/L_S) and L_T-L_S+i (Uniform+Last) through a learned projection. The teacher's
+    targets are computed once and cached; checkpoints live in OUTPUT.partial-ckpt/ until the
+    student folder is written. Runs unchanged under [bold]torchrun --nproc-per-node N[/].
+    Shape without a search: --arch-json '{"layers":4,"hidden":384,"heads":12,"ffn":1536}'.
+
+    Example: [bold]kdcompress distill --arch runs/s1/search.json --steps 2000 --output st/s1[/]
+    """
+    from kdcompress.distill import parse_languages, run_distill
+    from kdcompress.kd.settings import DEFAULT_LR
+    from kdcompress.kd.student import load_search_arch, parse_arch_json
+    from kdcompress.render import show_result
+    from kdcompress.textfile import read_text_lines
+
+    if arch is not None and arch_json is None:
+        student = load_search_arch(arch)[0]
+    elif arch_json is not None and arch is None:
+        student = parse_arch_json(arch_json)
+    else:
+        raise UsageError("give exactly one of --arch PATH[#budget] or --arch-json")
+    if corpus is not None:
+        read_text_lines(corpus)  # a binary or non-UTF-8 file fails now, naming the bad byte
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes for all
+        hold_output(ctx, output)
+    result = run_distill(
+        teacher=teacher,
+        arch=student,
+        output=output,
+        steps=steps,
+        epochs=epochs,
+        sentences=sentences,
+        corpus_file=corpus,
+        languages=parse_languages(languages),
+        batch_size=batch,
+        lr=lr if lr is not None else DEFAULT_LR,
+        max_length=max_length,
+        loss=loss,
+        targets=targets,
+        contrastive_weight=contrastive_weight,
+        passages=passages,
+        init=init,
+        trim_vocab=trim_vocab,
+        dropout=dropout,
+        seed=seed,
+        cache_dir=cache,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    if result is not None:
+        show_result(result, output)

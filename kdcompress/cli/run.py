@@ -1,0 +1,95 @@
+"""``kdcompress run`` (the whole pipeline), ``report``, and the lists of teachers and backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdcompress.cli.app import app
+from kdcompress.cli.options import TeacherOption, ThreadsOption, check_device, hold_output
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option(help="Run directory (re-running resumes it).")],
+    teacher: TeacherOption = "me5-small",
+    device: Annotated[str, typer.Option(help="Target device (only cpu today).")] = "cpu",
+    backend: Annotated[
+        str, typer.Option(help="Deployment runtime: onnxruntime or openvino.")
+    ] = "onnxruntime",
+    budget: Annotated[
+        str, typer.Option(help="quick (~30 min on 2 cores), standard or full (hours).")
+    ] = "quick",
+    quantize: Annotated[
+        str,
+        typer.Option(
+            help="int8 for the student: none, dynamic or static (see `kdcompress export`)."
+        ),
+    ] = "dynamic",
+    seed: Annotated[int, typer.Option(help="Seed for search and distillation.")] = 0,
+    threads: ThreadsOption = None,
+) -> None:
+    """Run the whole pipeline into one run directory, resuming finished stages.
+
+    profile (reuses profiles/*.json measured on this machine, else measures a quick one) ->
+    KD-NAS search -> distillation of the 7x recommendation (vocabulary trimmed) -> export of
+    the student (fp32 + int8) and the teacher to the same runtime -> validation side by side
+    (latency, size, peak memory, evaluation suite) -> report.html / report.md.
+
+    Example: [bold]kdcompress run --teacher me5-small --output runs/demo[/]
+    """
+    from kdcompress.pipeline import run_pipeline
+
+    check_device(device)
+    hold_output(ctx, output)
+    run_pipeline(
+        teacher=teacher,
+        backend=backend,
+        output=output,
+        budget=budget,
+        quantize=quantize,
+        seed=seed,
+        threads=threads,
+    )
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (from `kdcompress run`).")],
+) -> None:
+    """Write a self-contained HTML page (and the same as Markdown) for a run directory:
+    search candidates and Pareto plot, chosen architecture, distillation curve, validation.
+
+    Example: [bold]kdcompress report runs/demo[/]
+    """
+    from kdcompress.report import write_report
+
+    if run_dir.is_dir():  # else write_report says what is missing
+        hold_output(ctx, run_dir)
+    write_report(run_dir)
+
+
+@app.command()
+def teachers() -> None:
+    """List the built-in offline teachers and whether they are cached.
+
+    Example: [bold]kdcompress teachers[/]
+    """
+    from kdcompress.render import teachers_table
+
+    teachers_table()
+
+
+@app.command()
+def backends() -> None:
+    """List inference backends and whether their runtime is installed.
+
+    Example: [bold]kdcompress backends[/]
+    """
+    from kdcompress.render import backends_table
+
+    backends_table()
