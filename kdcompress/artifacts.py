@@ -17,15 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
 from kdcompress.errors import ArtifactError, OutputExistsError
-
-# Re-exported: the writers of artifacts import them from here.
-from kdcompress.outputs import (  # noqa: F401
-    atomic_output_dir,
-    atomic_write_text,
-    check_output_dir,
-    lock_file_for,
-    output_lock,
-)
+from kdcompress.outputs import atomic_write_text
 
 T = TypeVar("T")
 

@@ -4,6 +4,7 @@ Each stage writes its artifact into the run directory and is skipped when that a
 already exists, so re-running a run directory resumes at the first unfinished stage (and the
 search and distillation resume inside the stage from their own checkpoints).
 
+    RUN_DIR/run.json                what the run was asked (a re-run must ask the same)
     RUN_DIR/profile.json            the hardware profile used (reused or measured)
     RUN_DIR/search/search.json      KD-NAS candidates and recommendations
     RUN_DIR/student/                the distilled student (HF folder + distill.json)
@@ -20,9 +21,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from kdcompress.artifacts import MANIFEST, ExportManifest, StudentArch, ValidationReport
+from kdcompress.artifacts import (
+    MANIFEST,
+    Artifact,
+    ExportManifest,
+    StudentArch,
+    ValidationReport,
+)
 from kdcompress.console import info, warn
-from kdcompress.errors import ArtifactError, KDCompressError, parse_choice
+from kdcompress.errors import ArtifactError, KDCompressError, UsageError, parse_choice
 from kdcompress.export import ExportFormat, export_model, format_for_backend
 from kdcompress.quantize import Quantization, QuantizeOptions, parse_quantization
 from kdcompress.render import validation_tables
@@ -61,6 +68,45 @@ PLANS = {
 
 def parse_budget(name: str) -> Budget:
     return parse_choice(Budget, name, what="budget")
+
+
+RUN_SETTINGS = "run.json"
+
+
+@dataclass(frozen=True)
+class RunSettings(Artifact):
+    """What a run directory was made with: every stage's artifact in it depends on these."""
+
+    kind = "run-settings"
+
+    teacher: str
+    backend: str
+    budget: str
+    seed: int
+
+
+def claim_run_dir(output: Path, settings: RunSettings) -> None:
+    """Record ``settings`` in a new run directory; refuse to resume one made with others.
+
+    Resuming reuses every finished stage, so a run asked with another teacher, budget, seed or
+    runtime would silently mix its stages with the earlier run's.
+    """
+    path = output / RUN_SETTINGS
+    if not path.is_file():
+        output.mkdir(parents=True, exist_ok=True)
+        settings.save(path, overwrite=True)
+        return
+    earlier = RunSettings.load(path)
+    differs = [
+        f"--{name} {getattr(earlier, name)} (now {getattr(settings, name)})"
+        for name in ("teacher", "backend", "budget", "seed")
+        if getattr(earlier, name) != getattr(settings, name)
+    ]
+    if differs:
+        raise UsageError(
+            f"{output} was made with {', '.join(differs)}: its stages would be reused for "
+            "other settings; choose another --output, or remove it to start over"
+        )
 
 
 def _done(path: Path, cls: type[ExportManifest] | type[ValidationReport]) -> bool:
@@ -138,13 +184,13 @@ def chosen_arch(search_json: Path, target: str) -> tuple[StudentArch, str]:
 def distill_stage(
     run_dir: Path, teacher: str, arch: StudentArch, plan: BudgetPlan, seed: int
 ) -> Path:
-    from kdcompress.distill import checkpoint_dir_for, run_distill
+    from kdcompress.distill import DistillJob, checkpoint_dir_for, run_distill
 
     out = run_dir / "student"
     if (out / "distill.json").is_file():
         info(f"[dim]distill: done earlier ({out})[/]")
         return out
-    run_distill(
+    job = DistillJob(
         teacher=teacher,
         arch=arch,
         output=out,
@@ -152,8 +198,10 @@ def distill_stage(
         sentences=plan.distill_sentences,
         trim_vocab=True,
         seed=seed,
+        checkpoint_every=50,  # a kill costs at most 50 steps, even of a short quick run
         resume=checkpoint_dir_for(out).exists(),
     )
+    run_distill(job)
     return out
 
 
@@ -193,7 +241,7 @@ def run_pipeline(
     fmt = format_for_backend(backend)
     plan = PLANS[parse_budget(budget)]
     mode = parse_quantization(quantize)
-    output.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(output, RunSettings(teacher, backend, parse_budget(budget).value, seed))
     info(f"[bold]kdcompress run[/] ({budget}) -> {output}")
     profile = profile_stage(output, backend, threads)
     search_json = search_stage(output, teacher, profile, plan, seed)

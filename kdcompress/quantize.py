@@ -44,7 +44,7 @@ from kdcompress.artifacts import (
 )
 from kdcompress.backends import Backend, BackendName, LoadedModel
 from kdcompress.backends.int8 import Int8Backend, Int8Setup
-from kdcompress.console import console, info, status, warn
+from kdcompress.console import info, status, warn
 from kdcompress.errors import (
     ArtifactError,
     KDCompressError,
@@ -523,44 +523,6 @@ def _warn_if_not_faster(speed: Int8SpeedCheck | None, runtime: str, fp32_name: s
         )
     else:
         info(f"[green]int8 is {speed.speedup:.2f}x faster[/] than fp32 with {runtime}: {line}")
-
-
-def show_int8(report: QuantizationReport, fp32_parity: ParityReport | None) -> None:
-    """The attempts with their parity, then size and speed, through the one console."""
-    from rich.table import Table
-
-    table = Table(title=f"int8 ({report.requested}) vs PyTorch, pooled-embedding cosine")
-    for column in ("model", "min cosine", "mean cosine", "max |diff|", "verdict"):
-        table.add_column(column, justify="right")
-    if fp32_parity is not None:
-        table.add_row("fp32", *_parity_cells(fp32_parity, "pass" if fp32_parity.passed else ""))
-    for attempt in report.attempts:
-        name = attempt.settings.mode + (" (fp32 edges)" if attempt.settings.keep_fp32 else "")
-        if attempt.parity is None:
-            table.add_row(f"int8 {name}", "", "", "", escape(attempt.note))
-        else:
-            verdict = "[green]deployed[/]" if attempt.accepted else "[yellow]rejected[/]"
-            table.add_row(f"int8 {name}", *_parity_cells(attempt.parity, verdict))
-    console.print(table)
-    settings = report.settings
-    console.print(
-        f"int8: {settings.method}, {settings.quant_format}, weights {settings.weight_type} "
-        f"{settings.weight_range}, activations {settings.activation_type}, preset "
-        f"{settings.preset}; {_size(report.fp32_bytes)} fp32 -> {_size(report.int8_bytes)} int8"
-    )
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"
-
-
-def _parity_cells(parity: ParityReport, verdict: str) -> tuple[str, str, str, str]:
-    return (
-        f"{parity.min_cosine:.5f}",
-        f"{parity.mean_cosine:.5f}",
-        f"{parity.max_abs_diff:.2e}",
-        verdict,
-    )
 
 
 def _max_seq_len(model_dir: Path) -> int:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from rich.table import Table
 
-from kdcompress.artifacts import DistillResult, ParityReport, ValidationReport
+from kdcompress.artifacts import (
+    DistillResult,
+    ParityReport,
+    QuantizationReport,
+    ValidationReport,
+)
 
 if TYPE_CHECKING:
+    from kdcompress.kd.mapping import LayerPair
     from kdcompress.latency.schema import HardwareProfile
     from kdcompress.search.runner import SearchResult
 from kdcompress.console import console, warn
@@ -217,3 +225,63 @@ def show_result(result: DistillResult, output: Path) -> None:
 
 def _mb(before: int, after: int) -> str:
     return f"{before / 1e6:.1f} MB -> {after / 1e6:.1f} MB"
+
+
+def mapping_table(
+    pairs: Sequence[LayerPair], init_layers: Sequence[int] | None, teacher_layers: int
+) -> Table:
+    """A table: each student layer, the teacher layers it regresses and its initialisation."""
+    table = Table(title=f"Layer mapping (Uniform+Last, teacher has {teacher_layers} layers)")
+    for column in ("student", "regresses teacher", "initialised from"):
+        table.add_column(column)
+    students = sorted({p.student for p in pairs})
+    for s in students:
+        targets = ", ".join(_label(p.teacher) + f" ({p.rule})" for p in pairs if p.student == s)
+        if init_layers is None:
+            source = "teacher word embeddings, rest random" if s == 0 else "random"
+        else:
+            source = _label(0 if s == 0 else init_layers[s - 1])
+        table.add_row(_label(s), targets, source)
+    return table
+
+
+def _label(layer: int) -> str:
+    return "embeddings" if layer == 0 else f"layer {layer}"
+
+
+def show_int8(report: QuantizationReport, fp32_parity: ParityReport | None) -> None:
+    """The attempts with their parity, then size and speed, through the one console."""
+    from rich.table import Table
+
+    table = Table(title=f"int8 ({report.requested}) vs PyTorch, pooled-embedding cosine")
+    for column in ("model", "min cosine", "mean cosine", "max |diff|", "verdict"):
+        table.add_column(column, justify="right")
+    if fp32_parity is not None:
+        table.add_row("fp32", *_parity_cells(fp32_parity, "pass" if fp32_parity.passed else ""))
+    for attempt in report.attempts:
+        name = attempt.settings.mode + (" (fp32 edges)" if attempt.settings.keep_fp32 else "")
+        if attempt.parity is None:
+            table.add_row(f"int8 {name}", "", "", "", escape(attempt.note))
+        else:
+            verdict = "[green]deployed[/]" if attempt.accepted else "[yellow]rejected[/]"
+            table.add_row(f"int8 {name}", *_parity_cells(attempt.parity, verdict))
+    console.print(table)
+    settings = report.settings
+    console.print(
+        f"int8: {settings.method}, {settings.quant_format}, weights {settings.weight_type} "
+        f"{settings.weight_range}, activations {settings.activation_type}, preset "
+        f"{settings.preset}; {_size(report.fp32_bytes)} fp32 -> {_size(report.int8_bytes)} int8"
+    )
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"
+
+
+def _parity_cells(parity: ParityReport, verdict: str) -> tuple[str, str, str, str]:
+    return (
+        f"{parity.min_cosine:.5f}",
+        f"{parity.mean_cosine:.5f}",
+        f"{parity.max_abs_diff:.2e}",
+        verdict,
+    )

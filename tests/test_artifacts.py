@@ -10,17 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kdcompress.artifacts import (
-    Artifact,
-    ExportManifest,
-    LatencyStats,
-    ParityReport,
-    atomic_output_dir,
-    atomic_write_text,
-    lock_file_for,
-    output_lock,
-)
+from kdcompress.artifacts import Artifact, ExportManifest, LatencyStats, ParityReport
 from kdcompress.errors import ArtifactError, OutputExistsError, OutputLockedError
+from kdcompress.outputs import atomic_output_dir, atomic_write_text, lock_file_for, output_lock
 
 PARITY = ParityReport(
     sentences=3, max_abs_diff=1e-6, min_cosine=0.9999, mean_cosine=1.0, min_cosine_required=0.999
@@ -137,7 +129,7 @@ def test_output_lock_is_shared_by_nested_blocks_and_leaves_no_file(tmp_path: Pat
 WRITER = """
 import sys, time
 from pathlib import Path
-from kdcompress.artifacts import atomic_output_dir
+from kdcompress.outputs import atomic_output_dir
 with atomic_output_dir(Path(sys.argv[1]), overwrite=False) as staging:
     (staging / "half.bin").write_text("x")
     print("writing", flush=True)

@@ -131,7 +131,7 @@ def test_profile_name_must_be_a_plain_name(tmp_path: Path, name: str) -> None:
 HOLDER = """
 import sys, time
 from pathlib import Path
-from kdcompress.artifacts import output_lock
+from kdcompress.outputs import output_lock
 with output_lock(Path(sys.argv[1])):
     print("holding", flush=True)
     time.sleep(300)
@@ -235,7 +235,7 @@ from pathlib import Path
 import typer
 from kdcompress import cli
 from kdcompress.cli.options import hold_output
-from kdcompress.artifacts import atomic_output_dir
+from kdcompress.outputs import atomic_output_dir
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
 

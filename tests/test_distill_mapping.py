@@ -12,12 +12,12 @@ from kdcompress.errors import UsageError
 from kdcompress.kd.mapping import (
     HiddenProjection,
     init_source_layers,
-    mapping_table,
     teacher_layers_needed,
     uniform_last_pairs,
 )
 from kdcompress.kd.student import build_student, parse_arch_json, validate_arch
 from kdcompress.kd.teacher_cache import load_teacher
+from kdcompress.render import mapping_table
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

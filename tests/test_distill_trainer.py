@@ -61,6 +61,7 @@ def _run(teacher: Path, **overrides: Any) -> Any:
         "seed": 7,
         "max_length": 32,
         "init": "random",
+        "loss": "hidden",
         "log_every": 2,
     }
     return distill_student(**{**options, **overrides})

@@ -141,3 +141,13 @@ def test_an_export_made_with_other_quantization_is_redone(
     dynamic = QuantizeOptions(mode=Quantization.DYNAMIC)
     pipeline.export_stage(str(tiny_xlmr), out, ExportFormat.ONNX, 1, dynamic)
     assert calls == [dynamic]  # the run now asks for int8: exported again
+
+
+def test_a_run_directory_refuses_to_resume_with_other_settings(tmp_path: Path) -> None:
+    settings = pipeline.RunSettings("me5-small", "onnxruntime", "quick", 0)
+    pipeline.claim_run_dir(tmp_path / "run", settings)
+    pipeline.claim_run_dir(tmp_path / "run", settings)  # the same settings: it resumes
+    other = dataclasses.replace(settings, teacher="minilm-l6", seed=7)
+    with pytest.raises(UsageError, match=r"--teacher me5-small \(now minilm-l6\), --seed 0"):
+        pipeline.claim_run_dir(tmp_path / "run", other)
+    assert pipeline.RunSettings.load(tmp_path / "run" / "run.json") == settings

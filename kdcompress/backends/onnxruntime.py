@@ -43,6 +43,10 @@ def export_onnx(*, model_dir: Path, output_dir: Path) -> Path:
             str(model_dir),
             output=output_dir,
             task="feature-extraction",
+            # The encoder itself (last_hidden_state; pooling happens outside), even though a
+            # student folder is also a sentence-transformers model, which optimum would
+            # otherwise export as one, loading sentence-transformers to do it.
+            library_name="transformers",
             local_files_only=True,
             do_validation=False,  # kdcompress validates parity itself, on its own inputs
         )

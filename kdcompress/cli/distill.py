@@ -124,7 +124,7 @@ def distill(
 
     Example: [bold]kdcompress distill --arch runs/s1/search.json --steps 2000 --output st/s1[/]
     """
-    from kdcompress.distill import parse_languages, run_distill
+    from kdcompress.distill import DistillJob, parse_languages, run_distill
     from kdcompress.kd.settings import DEFAULT_LR
     from kdcompress.kd.student import load_search_arch, parse_arch_json
     from kdcompress.render import show_result
@@ -140,7 +140,7 @@ def distill(
         read_text_lines(corpus)  # a binary or non-UTF-8 file fails now, naming the bad byte
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes for all
         hold_output(ctx, output)
-    result = run_distill(
+    job = DistillJob(
         teacher=teacher,
         arch=student,
         output=output,
@@ -165,5 +165,6 @@ def distill(
         resume=resume,
         overwrite=overwrite,
     )
+    result = run_distill(job)
     if result is not None:
         show_result(result, output)

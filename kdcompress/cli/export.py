@@ -112,8 +112,8 @@ def export(
     --teacher me5-small --eval quick --max-quality-drop 2[/]
     """
     from kdcompress.export import export_model, parse_format
-    from kdcompress.quantize import Quantization, parse_quantization, show_int8
-    from kdcompress.render import parity_table
+    from kdcompress.quantize import Quantization, parse_quantization
+    from kdcompress.render import parity_table, show_int8
     from kdcompress.validate import parse_suite
 
     check_shapes(seq_len, batch, model=Path(model))

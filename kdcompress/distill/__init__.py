@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from kdcompress.distill.stage import checkpoint_dir_for, parse_languages, run_distill
+from kdcompress.distill.stage import DistillJob, checkpoint_dir_for, parse_languages, run_distill
 
-__all__ = ["checkpoint_dir_for", "parse_languages", "run_distill"]
+__all__ = ["DistillJob", "checkpoint_dir_for", "parse_languages", "run_distill"]

@@ -10,13 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdcompress.artifacts import (
-    DistillResult,
-    StudentArch,
-    VocabTrimStats,
-    atomic_output_dir,
-    check_output_dir,
-)
+from kdcompress.artifacts import DistillResult, StudentArch, VocabTrimStats
 from kdcompress.errors import UsageError
 from kdcompress.kd.distributed import DistEnv, agree, dist_env, process_group
 from kdcompress.kd.loop import distill_student, teacher_layers_for
@@ -35,6 +29,7 @@ from kdcompress.kd.vocab import (
     tokenizer_bytes,
 )
 from kdcompress.model_card import write_model_card
+from kdcompress.outputs import atomic_output_dir, check_output_dir
 
 DEFAULT_EPOCH_SENTENCES = 20_000  # --epochs without --sentences: a cache of a few GB, not 100s
 
@@ -44,11 +39,11 @@ def checkpoint_dir_for(output: Path) -> Path:
     return output.with_name(output.name + ".partial-ckpt")
 
 
-def _prepare_output(output: Path, checkpoints: Path, *, resume: bool, overwrite: bool) -> None:
-    check_output_dir(output, overwrite=overwrite)
-    if not checkpoints.exists() or resume:
+def _prepare_output(job: DistillJob, checkpoints: Path) -> None:
+    check_output_dir(job.output, overwrite=job.overwrite)
+    if not checkpoints.exists() or job.resume:
         return
-    if overwrite:
+    if job.overwrite:
         shutil.rmtree(checkpoints)
         return
     raise UsageError(
@@ -132,127 +127,136 @@ def _steps(steps: int | None, epochs: float | None, texts: int, batch_size: int)
     return max(1, int(np.ceil(epochs * max(1, texts // batch_size))))
 
 
-def run_distill(
-    *,
-    teacher: str,
-    arch: StudentArch,
-    output: Path,
-    steps: int | None = None,
-    epochs: float | None = None,
-    sentences: int | None = None,
-    corpus_file: Path | None = None,
-    languages: Sequence[str] = (),  # Bible languages; empty: all of them
-    batch_size: int = 32,
-    lr: float = DEFAULT_LR,
-    max_length: int = 64,
-    loss: str = LossKind.POOLED.value,
-    targets: str | None = None,  # default: cross-lingual on the Bible, own with corpus_file
-    contrastive_weight: float = 0.0,
-    passages: float = 0.0,  # share of multi-verse passages (cross-lingual targets)
-    init: str = "teacher",
-    trim_vocab: bool = False,
-    seed: int = 0,
-    dropout: float = 0.0,
-    cache_dir: Path | None = None,
-    log_every: int = 10,
-    checkpoint_every: int = 200,
-    resume: bool = False,
-    overwrite: bool = False,
-) -> DistillResult | None:
-    """The ``distill`` stage: corpus -> teacher cache -> distillation -> student folder.
+@dataclass(frozen=True)
+class DistillJob:
+    """What the ``distill`` stage is asked to do (the ``kdcompress distill`` options).
 
-    Writes ``output`` (a Hugging Face folder plus ``distill.json``) atomically at the end;
-    until then checkpoints and the teacher cache live in ``OUTPUT.partial-ckpt/``, which
-    ``resume=True`` continues from. Returns the result on rank 0, None on other ranks.
     With cross-lingual targets ``sentences`` counts English verses: every step pairs each with
     one of its translations, so a step reads twice ``batch_size`` sentences.
     """
+
+    teacher: str
+    arch: StudentArch
+    output: Path
+    steps: int | None = None
+    epochs: float | None = None
+    sentences: int | None = None
+    corpus_file: Path | None = None
+    languages: tuple[str, ...] = ()  # Bible languages; empty: all of them
+    batch_size: int = 32
+    lr: float = DEFAULT_LR
+    max_length: int = 64
+    loss: str = LossKind.POOLED.value
+    targets: str | None = None  # default: cross-lingual on the Bible, own with corpus_file
+    contrastive_weight: float = 0.0
+    passages: float = 0.0  # share of multi-verse passages (cross-lingual targets)
+    init: str = "teacher"
+    trim_vocab: bool = False
+    seed: int = 0
+    dropout: float = 0.0
+    cache_dir: Path | None = None
+    log_every: int = 10
+    checkpoint_every: int = 200
+    resume: bool = False
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class _Corpus:
+    texts: list[str]  # the teacher's inputs (English verses with cross-lingual targets)
+    translations: Translations | None
+    languages: tuple[str, ...]
+
+
+def run_distill(job: DistillJob) -> DistillResult | None:
+    """The ``distill`` stage: corpus -> teacher cache -> distillation -> student folder.
+
+    Writes ``job.output`` (a Hugging Face folder plus ``distill.json``) atomically at the end;
+    until then checkpoints and the teacher cache live in ``OUTPUT.partial-ckpt/``, which
+    ``job.resume`` continues from. Returns the result on rank 0, None on other ranks.
+    """
     from transformers import AutoConfig
 
-    from kdcompress.assets import read_embedding_info
     from kdcompress.models import resolve_model
 
     env = dist_env()
     with process_group(env):
         started = time.perf_counter()
-        checkpoints = checkpoint_dir_for(output)
-        agree(env, lambda: _prepare_output(output, checkpoints, resume=resume, overwrite=overwrite))
-        teacher_dir = resolve_model(teacher)
+        checkpoints = checkpoint_dir_for(job.output)
+        agree(env, lambda: _prepare_output(job, checkpoints))
+        teacher_dir = resolve_model(job.teacher)
         config = AutoConfig.from_pretrained(teacher_dir)
-        validate_arch(arch, teacher_config=config, init=init)
-        limit = _plan_size(steps, epochs, sentences, batch_size)
-        chosen_targets = resolve_targets(targets, corpus_file)
-        if corpus_file is None and not languages:
-            languages = parse_languages("all")
-        translations = None
-        if chosen_targets is Targets.CROSS_LINGUAL:
-            texts, aligned, translated = _parallel_text(languages, seed, limit, passages)
-            info_prefix = read_embedding_info(teacher_dir).text_prefix
-            translations = Translations(
-                aligned,
-                translated,
-                teacher_dir=teacher_dir,
-                max_length=max_length,
-                prefix=info_prefix,
+        validate_arch(job.arch, teacher_config=config, init=job.init)
+        corpus = _corpus(job, teacher_dir)
+        if len(corpus.texts) < env.world:
+            raise UsageError(
+                f"only {len(corpus.texts)} training sentences for {env.world} processes"
             )
-        else:
-            if passages:
-                raise UsageError("--passages needs cross-lingual targets on the Bible")
-            texts = _training_text(corpus_file, languages, seed, limit)
-        if len(texts) < env.world:
-            raise UsageError(f"only {len(texts)} training sentences for {env.world} processes")
         cache = TeacherCache.build(
             teacher_dir,
-            texts,
-            max_length,
-            _cache_path(cache_dir, checkpoints, env),
-            layers=teacher_layers_for(config, arch, loss),
+            corpus.texts,
+            job.max_length,
+            _cache_path(job.cache_dir, checkpoints, env),
+            layers=teacher_layers_for(config, job.arch, job.loss),
             shard=(env.local_rank, env.local_world),
             show_progress=env.is_main,
         )
-        cache_s = time.perf_counter() - started
-        outcome = distill_student(
-            teacher_dir=teacher_dir,
-            arch=arch,
-            sentences=texts,
-            steps=_steps(steps, epochs, len(texts), batch_size),
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            max_length=max_length,
-            init=init,
-            cache=cache,
-            loss=loss,
-            translations=translations,
-            contrastive_weight=contrastive_weight,
-            trim_vocab=trim_vocab,
-            dropout=dropout,
-            log_every=log_every,
-            checkpoint_dir=checkpoints,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            show_progress=True,
-        )
-        run = _RunFacts(
-            teacher,
-            teacher_dir,
-            texts,
-            languages,
-            corpus_file,
-            cache,
-            cache_s,
-            batch_size,
-            passages,
-        )
-        result = agree(
-            env,
-            lambda: _write_output(
-                outcome, run, output, overwrite=overwrite, lr=lr, seed=seed, loss=loss
-            ),
-        )
+        run = _RunFacts(job, teacher_dir, corpus, cache, time.perf_counter() - started)
+        outcome = _distill(run, checkpoints)
+        result = agree(env, lambda: _write_output(outcome, run))
         if env.local_rank == 0:  # every node removes its own teacher cache (and rank 0 the rest)
             shutil.rmtree(checkpoints, ignore_errors=True)
         return result if env.is_main else None
+
+
+def _corpus(job: DistillJob, teacher_dir: Path) -> _Corpus:
+    """The training text, and its translations when the targets are cross-lingual."""
+    from kdcompress.assets import read_embedding_info
+
+    limit = _plan_size(job.steps, job.epochs, job.sentences, job.batch_size)
+    targets = resolve_targets(job.targets, job.corpus_file)
+    languages = job.languages
+    if job.corpus_file is None and not languages:
+        languages = parse_languages("all")
+    if targets is not Targets.CROSS_LINGUAL:
+        if job.passages:
+            raise UsageError("--passages needs cross-lingual targets on the Bible")
+        return _Corpus(_training_text(job.corpus_file, languages, job.seed, limit), None, languages)
+    texts, aligned, translated = _parallel_text(languages, job.seed, limit, job.passages)
+    translations = Translations(
+        aligned,
+        translated,
+        teacher_dir=teacher_dir,
+        max_length=job.max_length,
+        prefix=read_embedding_info(teacher_dir).text_prefix,
+    )
+    return _Corpus(texts, translations, languages)
+
+
+def _distill(run: _RunFacts, checkpoints: Path) -> DistillOutcome:
+    job = run.job
+    return distill_student(
+        teacher_dir=run.teacher_dir,
+        arch=job.arch,
+        sentences=run.corpus.texts,
+        steps=_steps(job.steps, job.epochs, len(run.corpus.texts), job.batch_size),
+        batch_size=job.batch_size,
+        lr=job.lr,
+        seed=job.seed,
+        max_length=job.max_length,
+        init=job.init,
+        cache=run.cache,
+        loss=job.loss,
+        translations=run.corpus.translations,
+        contrastive_weight=job.contrastive_weight,
+        trim_vocab=job.trim_vocab,
+        dropout=job.dropout,
+        log_every=job.log_every,
+        checkpoint_dir=checkpoints,
+        checkpoint_every=job.checkpoint_every,
+        resume=job.resume,
+        show_progress=True,
+    )
 
 
 def _cache_path(cache_dir: Path | None, checkpoints: Path, env: DistEnv) -> Path:
@@ -265,15 +269,11 @@ def _cache_path(cache_dir: Path | None, checkpoints: Path, env: DistEnv) -> Path
 
 @dataclass(frozen=True)
 class _RunFacts:
-    teacher: str
+    job: DistillJob
     teacher_dir: Path
-    texts: list[str]
-    languages: Sequence[str]
-    corpus_file: Path | None
+    corpus: _Corpus
     cache: TeacherCache
     cache_s: float
-    batch_size: int
-    passages: float
 
 
 def _vocab_stats(outcome: DistillOutcome, run: _RunFacts, folder: Path) -> VocabTrimStats | None:
@@ -294,41 +294,32 @@ def _vocab_stats(outcome: DistillOutcome, run: _RunFacts, folder: Path) -> Vocab
     )
 
 
-def _write_output(
-    outcome: DistillOutcome,
-    run: _RunFacts,
-    output: Path,
-    *,
-    overwrite: bool,
-    lr: float,
-    seed: int,
-    loss: str,
-) -> DistillResult:
-    meta = run.cache.meta
-    with atomic_output_dir(output, overwrite=overwrite) as staging:
+def _write_output(outcome: DistillOutcome, run: _RunFacts) -> DistillResult:
+    meta, job = run.cache.meta, run.job
+    with atomic_output_dir(job.output, overwrite=job.overwrite) as staging:
         # The sentence-transformers config keeps the model's own input limit, not the
         # distillation's (64 by default): students are evaluated, and used, on longer texts.
         write_student_folder(outcome.student, run.teacher_dir, staging, trim=outcome.vocab_trim)
         if outcome.vocab_trim is not None:
-            sample = [meta.text_prefix + t for t in run.texts[:200]]
+            sample = [meta.text_prefix + t for t in run.corpus.texts[:200]]
             check_trimmed_tokenizer(
                 run.teacher_dir, staging, outcome.vocab_trim, sample, max_length=meta.max_length
             )
         result = DistillResult(
             arch=outcome.arch,
             arch_id=outcome.arch.arch_id,
-            teacher=run.teacher,
+            teacher=job.teacher,
             init=outcome.init.mode,
             init_details=outcome.init.details,
-            loss=loss,
+            loss=job.loss,
             layer_map=tuple((p.student, p.teacher) for p in outcome.pairs),
             steps=outcome.steps,
-            batch_size=run.batch_size,
-            lr=lr,
-            seed=seed,
+            batch_size=job.batch_size,
+            lr=job.lr,
+            seed=job.seed,
             max_length=meta.max_length,
-            languages=tuple(run.languages) if run.corpus_file is None else (),
-            sentences=len(run.texts),
+            languages=run.corpus.languages if job.corpus_file is None else (),
+            sentences=len(run.corpus.texts),
             corpus_hash=outcome.corpus_hash,
             curve=outcome.curve,
             final_hidden_loss=outcome.hidden_loss,
@@ -342,8 +333,8 @@ def _write_output(
             vocab=_vocab_stats(outcome, run, staging),
             targets=Targets.OWN.value if outcome.translations is None else Targets.CROSS_LINGUAL,
             final_cosine=outcome.cosine,
-            passages=run.passages,
+            passages=job.passages,
         )
         result.save(staging / "distill.json")
-        write_model_card(staging, result, model_path=output)
+        write_model_card(staging, result, model_path=job.output)
     return result

@@ -47,7 +47,7 @@ from kdcompress.kd.losses import (
 )
 from kdcompress.kd.mapping import (
     HiddenProjection,
-    show_mapping,
+    describe_pairs,
     teacher_layers_needed,
     uniform_last_pairs,
 )
@@ -168,69 +168,37 @@ def distill_student(
     teacher_dir: Path,
     arch: StudentArch,
     sentences: Sequence[str],
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    max_length: int,
-    init: str = "teacher",
     cache: TeacherCache | None = None,
-    loss: str = "hidden",
     translations: Translations | None = None,
-    contrastive_weight: float = 0.0,
-    trim_vocab: bool = False,
-    freeze_embeddings: bool = True,
-    pooled_weight: float = 1.0,
-    cosine_weight: float = 1.0,
-    relation_weight: float = 1.0,
-    relation_heads: int = 12,
-    dropout: float | None = 0.0,
-    log_every: int = 10,
     checkpoint_dir: Path | None = None,
     checkpoint_every: int = 200,
     resume: bool = False,
     eval_sentences: int = 256,
     show_progress: bool = False,
     on_step: Callable[[int, LossPoint], None] | None = None,
+    **settings: Any,
 ) -> DistillOutcome:
     """Distil ``arch`` from the teacher in ``teacher_dir`` on ``sentences``, in memory.
 
-    ``cache``: teacher targets for exactly these ``sentences`` and ``max_length`` (see
-    :meth:`TeacherCache.build`), built once and shared by many calls; without one a private
-    cache is built in a temporary folder and removed. ``translations`` (aligned with
-    ``sentences``) makes the targets cross-lingual: at every step each sentence is also paired
-    with one of its translations, which learns the sentence's teacher embedding. Nothing is
-    written unless ``checkpoint_dir`` is given: then a checkpoint is saved every
-    ``checkpoint_every`` steps (rounded to a multiple of ``log_every``) and ``resume=True``
-    continues from it.
-    ``on_step(step, losses)`` is called after every optimizer step (it may raise to stop).
-    The outcome's final losses are measured in eval mode on the first ``eval_sentences`` of
-    ``sentences``.
-    Under ``torchrun`` every process calls this with the same arguments.
+    ``settings`` are the fields of :class:`DistillSettings` (steps, batch_size, lr, seed,
+    max_length, loss, ...; its defaults for the rest). ``cache``: teacher targets for exactly
+    these ``sentences`` and ``max_length`` (see :meth:`TeacherCache.build`), built once and
+    shared by many calls; without one a private cache is built in a temporary folder and
+    removed. ``translations`` (aligned with ``sentences``) makes the targets cross-lingual: at
+    every step each sentence is also paired with one of its translations, which learns the
+    sentence's teacher embedding. Nothing is written unless ``checkpoint_dir`` is given: then a
+    checkpoint is saved every ``checkpoint_every`` steps (rounded to a multiple of
+    ``log_every``) and ``resume=True`` continues from it. ``on_step(step, losses)`` is called
+    after every optimizer step (it may raise to stop). The outcome's final losses are measured
+    in eval mode on the first ``eval_sentences`` of ``sentences``. Under ``torchrun`` every
+    process calls this with the same arguments.
     """
-    settings = DistillSettings(
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        max_length=max_length,
-        init=init,
-        loss=loss,
-        targets=(Targets.OWN if translations is None else Targets.CROSS_LINGUAL).value,
-        pooled_weight=pooled_weight,
-        cosine_weight=cosine_weight,
-        contrastive_weight=contrastive_weight,
-        relation_weight=relation_weight,
-        relation_heads=relation_heads,
-        freeze_embeddings=freeze_embeddings,
-        trim_vocab=trim_vocab,
-        dropout=dropout,
-        log_every=log_every,
-    )
+    targets = Targets.OWN if translations is None else Targets.CROSS_LINGUAL
+    chosen = DistillSettings(**settings, targets=targets.value)
     env = dist_env()
     with process_group(env):
-        settings.check(env.world)
-        run = _Run(teacher_dir, arch, settings, env, show_progress)
+        chosen.check(env.world)
+        run = _Run(teacher_dir, arch, chosen, env, show_progress)
         with _private_cache(cache, run, sentences) as ready:
             run.check_cache(ready, sentences, translations)
             return run.execute(
@@ -352,7 +320,8 @@ class _Run:
     ) -> DistillOutcome:
         kd, report, trim = self._build(cache, translations)
         if self.show:
-            show_mapping(self.pairs, report.source_layers, self.teacher.config.num_hidden_layers)
+            if self.needed:  # the layer map matters only to the hidden-state loss
+                info(f"Layer map (Uniform+Last): {describe_pairs(self.pairs)}")
             info(
                 f"Student {self.arch.describe()} ({self.arch.arch_id}), init {report.mode}: "
                 f"{report.describe()}"
@@ -418,12 +387,17 @@ class _Loop:
             batch.input_ids = self.token_map[batch.input_ids]
         return batch
 
-    def _parallel(self, indices: npt.NDArray[np.int64], step: int) -> ParallelBatch | None:
-        """This step's translations of the source sentences ``indices`` (None without any)."""
+    def _parallel(
+        self, whole: npt.NDArray[np.int64], step: int, rank: int = 0, world: int = 1
+    ) -> ParallelBatch | None:
+        """This step's translations of this process's share ``whole[rank::world]`` of the
+        global batch ``whole`` (None without any). They are chosen for the whole batch, so a
+        ``torchrun`` job pairs every sentence as a single process would."""
         if self.translations is None:
             return None
-        chosen = self.translations.choose(indices, seed=self.settings.seed, step=step)
-        found = self.translations.batch(indices, chosen, self.cache.meta.pad_token_id)
+        chosen = self.translations.choose(whole, seed=self.settings.seed, step=step)
+        mine = [(p // world, k) for p, k in chosen if p % world == rank]
+        found = self.translations.batch(whole[rank::world], mine, self.cache.meta.pad_token_id)
         if found is None:
             return None
         found = found.to(self.device)
@@ -482,7 +456,8 @@ class _Loop:
         batch = self._batch(indices)
         tokens, sentences = _counts(batch, self.device)
         torch.manual_seed(_step_seed(self.settings.seed, step, self.env.rank))  # dropout masks
-        terms = model(batch, tokens, sentences, self._parallel(indices, step))
+        parallel = self._parallel(self.plan.batch(step - 1), step, self.env.rank, self.env.world)
+        terms = model(batch, tokens, sentences, parallel)
         # Partial sums over the whole batch's counts; DDP averages, so scale back by the world.
         (terms["loss"] * self.env.world).backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.kd.parameters() if p.requires_grad], 1.0)

@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from rich.table import Table
 from torch import nn
 
-from kdcompress.console import console
 from kdcompress.errors import UsageError
 
 
@@ -96,30 +94,12 @@ class HiddenProjection(nn.Module):
         return self.linear(hidden)
 
 
-def mapping_table(
-    pairs: Sequence[LayerPair], init_layers: Sequence[int] | None, teacher_layers: int
-) -> Table:
-    """A table: each student layer, the teacher layers it regresses and its initialisation."""
-    table = Table(title=f"Layer mapping (Uniform+Last, teacher has {teacher_layers} layers)")
-    for column in ("student", "regresses teacher", "initialised from"):
-        table.add_column(column)
-    students = sorted({p.student for p in pairs})
-    for s in students:
-        targets = ", ".join(_label(p.teacher) + f" ({p.rule})" for p in pairs if p.student == s)
-        if init_layers is None:
-            source = "teacher word embeddings, rest random" if s == 0 else "random"
-        else:
-            source = _label(0 if s == 0 else init_layers[s - 1])
-        table.add_row(_label(s), targets, source)
-    return table
-
-
-def _label(layer: int) -> str:
-    return "embeddings" if layer == 0 else f"layer {layer}"
-
-
-def show_mapping(
-    pairs: Sequence[LayerPair], init_layers: Sequence[int] | None, teacher_layers: int
-) -> None:
-    """Print :func:`mapping_table` on the kdcompress console."""
-    console.print(mapping_table(pairs, init_layers, teacher_layers))
+def describe_pairs(pairs: Sequence[LayerPair]) -> str:
+    """The layer map in one line, e.g. ``layer 1 <- teacher 6 (uniform), 11 (last); ...``."""
+    students = sorted({p.student for p in pairs if p.student > 0})
+    parts = [
+        f"layer {s} <- teacher "
+        + ", ".join(f"{p.teacher} ({p.rule})" for p in pairs if p.student == s)
+        for s in students
+    ]
+    return "; ".join(parts)

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kdcompress.artifacts import VocabTrimStats, atomic_write_text
+from kdcompress.artifacts import VocabTrimStats
 from kdcompress.errors import KDCompressError, UsageError
+from kdcompress.outputs import atomic_write_text
 
 TOKENIZER_FILES = (
     "tokenizer.json",

@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kdcompress.artifacts import Artifact, StudentArch, atomic_write_text
+from kdcompress.artifacts import Artifact, StudentArch
 from kdcompress.console import info, progress, warn
 from kdcompress.errors import ArtifactError, OutputExistsError, UsageError
+from kdcompress.outputs import atomic_write_text
 from kdcompress.search.controller import Controller, Observation, make_controller
 from kdcompress.search.executor import (
     Executor,
