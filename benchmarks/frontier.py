@@ -35,14 +35,9 @@ from typing import Any
 
 from common import KDCOMPRESS, call
 
-from kdcompress.artifacts import (
-    STUDENT_FP32,
-    STUDENT_INT8,
-    TEACHER,
-    StudentArch,
-    atomic_write_text,
-)
+from kdcompress.artifacts import STUDENT_FP32, STUDENT_INT8, TEACHER, StudentArch
 from kdcompress.hardware import cpu_model
+from kdcompress.outputs import atomic_write_text
 
 SEQ_LENS = (32, 128)
 START_MARK = "<!-- frontier:start -->"

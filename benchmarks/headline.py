@@ -36,10 +36,10 @@ from kdcompress.artifacts import (
     ModelSummary,
     StudentArch,
     ValidationReport,
-    atomic_write_text,
 )
 from kdcompress.console import info
 from kdcompress.errors import ArtifactError
+from kdcompress.outputs import atomic_write_text
 from kdcompress.pipeline import PLANS, Budget, BudgetPlan, chosen_arch, search_stage
 from kdcompress.space import SearchSpace
 
@@ -120,13 +120,13 @@ def pick_students(run_dir: Path, args: argparse.Namespace, plan: BudgetPlan) -> 
 
 
 def distill(run_dir: Path, name: str, arch: StudentArch, args: argparse.Namespace) -> Path:
-    from kdcompress.distill import checkpoint_dir_for, run_distill
+    from kdcompress.distill import DistillJob, checkpoint_dir_for, run_distill
 
     out = run_dir / name
     if (out / "distill.json").is_file():
         info(f"[dim]{name}: distilled earlier[/]")
         return out
-    run_distill(
+    job = DistillJob(
         teacher=args.teacher,
         arch=arch,
         output=out,
@@ -138,6 +138,7 @@ def distill(run_dir: Path, name: str, arch: StudentArch, args: argparse.Namespac
         checkpoint_every=100,
         resume=checkpoint_dir_for(out).exists(),
     )
+    run_distill(job)
     return out
 
 

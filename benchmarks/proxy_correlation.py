@@ -27,9 +27,10 @@ from typing import Any
 
 from common import KDCOMPRESS, call
 
-from kdcompress.artifacts import StudentArch, atomic_write_text
+from kdcompress.artifacts import StudentArch
 from kdcompress.distill import checkpoint_dir_for
 from kdcompress.hardware import cpu_model
+from kdcompress.outputs import atomic_write_text
 from kdcompress.quality import EvalReport
 from kdcompress.search.proxy import ProxyEvaluator, ProxySettings
 

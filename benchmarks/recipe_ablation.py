@@ -20,9 +20,10 @@ from pathlib import Path
 
 from common import KDCOMPRESS, call
 
-from kdcompress.artifacts import DistillResult, atomic_write_text
+from kdcompress.artifacts import DistillResult
 from kdcompress.distill import checkpoint_dir_for
 from kdcompress.hardware import cpu_model
+from kdcompress.outputs import atomic_write_text
 from kdcompress.quality import EvalReport
 
 ARCH = '{"layers": 2, "hidden": 384, "heads": 12, "ffn": 1536}'
