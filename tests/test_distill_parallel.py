@@ -42,6 +42,17 @@ def test_pairing_is_seeded_and_skips_missing_translations(tiny_xlmr: Path) -> No
     assert batch.input_ids.shape == batch.attention_mask.shape
 
 
+def test_processes_of_a_job_pair_their_shares_as_one_process_would(tiny_xlmr: Path) -> None:
+    translations = _translations(tiny_xlmr)
+    whole = np.arange(len(SOURCES))[::-1].copy()
+    alone = translations.choose(whole, seed=1, step=3)
+    pairs = {}
+    for rank in range(3):
+        sources, chosen = translations.share(whole, seed=1, step=3, rank=rank, world=3)
+        pairs.update({int(sources[p]): k for p, k in chosen})
+    assert pairs == {int(whole[p]): k for p, k in alone}
+
+
 def _run(teacher: Path, **overrides: Any) -> Any:
     options: dict[str, Any] = {
         "teacher_dir": teacher,

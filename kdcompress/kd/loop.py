@@ -390,14 +390,14 @@ class _Loop:
     def _parallel(
         self, whole: npt.NDArray[np.int64], step: int, rank: int = 0, world: int = 1
     ) -> ParallelBatch | None:
-        """This step's translations of this process's share ``whole[rank::world]`` of the
-        global batch ``whole`` (None without any). They are chosen for the whole batch, so a
-        ``torchrun`` job pairs every sentence as a single process would."""
+        """This step's translations of this process's share of the global batch ``whole``."""
         if self.translations is None:
             return None
-        chosen = self.translations.choose(whole, seed=self.settings.seed, step=step)
-        mine = [(p // world, k) for p, k in chosen if p % world == rank]
-        found = self.translations.batch(whole[rank::world], mine, self.cache.meta.pad_token_id)
+        seed = self.settings.seed
+        sources, chosen = self.translations.share(
+            whole, seed=seed, step=step, rank=rank, world=world
+        )
+        found = self.translations.batch(sources, chosen, self.cache.meta.pad_token_id)
         if found is None:
             return None
         found = found.to(self.device)

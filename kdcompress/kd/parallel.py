@@ -80,6 +80,16 @@ class Translations:
                 chosen.append((position, int(options[int(draw * len(options))])))
         return chosen
 
+    def share(
+        self, whole: npt.NDArray[np.int64], *, seed: int, step: int, rank: int, world: int
+    ) -> tuple[npt.NDArray[np.int64], list[tuple[int, int]]]:
+        """Process ``rank``'s part ``whole[rank::world]`` of a global batch and its pairs, chosen
+        for the whole batch so that a ``torchrun`` job pairs every sentence as one process
+        would."""
+        chosen = self.choose(whole, seed=seed, step=step)
+        mine = [(p // world, k) for p, k in chosen if p % world == rank]
+        return whole[rank::world], mine
+
     def batch(
         self,
         sources: npt.NDArray[np.int64],
