@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,8 +21,20 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Output that is not a terminal (a log file, `| tee`, CI) gets no width from the terminal and
+# Rich falls back to 80 columns, where wide tables (the validation table) cut every cell to
+# "te…"; such output is read in an editor or a browser, so it gets room for the widest table.
+LOG_WIDTH = 220
+
+
+def _width(stream: Any) -> int | None:
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return None  # the terminal's own width, or the one the user set
+    return LOG_WIDTH
+
+
+console = Console(highlight=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 
 def info(message: str) -> None:
