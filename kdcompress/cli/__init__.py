@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # Importing a command module registers its commands, in the order ``--help`` lists them.
 # isort: off
-from kdcompress.cli import profile, search, distill, export, evaluate, run  # noqa: F401
+from kdcompress.cli import profile, search, distill, export, evaluate, run, cache  # noqa: F401
 
 # isort: on
 from kdcompress.cli.app import app, main

@@ -75,3 +75,11 @@ def main() -> None:
     except KeyboardInterrupt:  # outside a command (see _Commands)
         error("interrupted")
         sys.exit(Interrupted.exit_code)
+    except Exception as exc:  # a library error that a damaged cache file causes gets a hint
+        from kdcompress.cache import damage_hint
+
+        hint = damage_hint(exc)
+        if hint is None or _state["debug"]:
+            raise
+        error(hint)
+        sys.exit(1)
