@@ -87,7 +87,7 @@ def damage_hint(exc: BaseException) -> str | None:
     kind, text = type(exc).__name__, first_line(exc)
     if kind in ("DatabaseError", "SafetensorError", "HeaderTooLarge") or "malformed" in text:
         return (
-            f"{text} ({kind}): a cached file may be damaged; `kdcompress cache verify` checks "
-            "every cached asset and `kdcompress cache verify --fix` rebuilds the damaged ones"
+            f"{text} ({kind}): a model or data file is damaged; for kdcompress's own cache, "
+            "`kdcompress cache verify` finds it and `--fix` rebuilds it"
         )
     return None

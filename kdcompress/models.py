@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from kdcompress.artifacts import StudentArch
-from kdcompress.errors import ModelNotFoundError, first_line
+from kdcompress.errors import ModelNotFoundError, UsageError, first_line
 
 # "org/name" or "name": what a Hugging Face Hub id looks like (and a local path usually not).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -30,6 +31,7 @@ def resolve_model(name_or_path: str) -> Path:
     if path.exists():
         if not (path.is_dir() and (path / "config.json").is_file()):
             raise ModelNotFoundError(f"{path}: not a Hugging Face model folder (no config.json)")
+        model_config(path)  # a damaged config fails here, in one line
         return path
     if not _HUB_ID.match(name_or_path) or name_or_path.startswith("."):
         raise ModelNotFoundError(f"model '{name_or_path}' not found: no such folder")
@@ -58,9 +60,38 @@ def _from_hub(model_id: str) -> Path:
         ) from exc
 
 
+# Encoders that distillation and export handle end to end (the README's list); another type
+# is refused by name rather than failing deep inside a library.
+ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "mpnet")
+
+
+def model_config(folder: Path) -> dict[str, Any]:
+    """A model folder's ``config.json`` as a dict, or one clear error if it is not one."""
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelNotFoundError(f"{path}: not a readable JSON model config ({exc})") from None
+    if not isinstance(config, dict):
+        raise ModelNotFoundError(f"{path}: not a model config (a JSON object)")
+    return config
+
+
+def check_encoder(folder: Path, *, role: str) -> dict[str, Any]:
+    """The config of an encoder kdcompress can distil and export; others refused by name."""
+    config = model_config(folder)
+    kind = config.get("model_type", "unknown")
+    if kind not in ENCODER_TYPES:
+        raise UsageError(
+            f"{folder}: model type '{kind}' cannot be a {role}: kdcompress handles the encoders "
+            f"{', '.join(ENCODER_TYPES)}"
+        )
+    return config
+
+
 def teacher_arch(teacher_dir: Path) -> StudentArch:
     """The teacher's own shape, to predict its latency with the same latency model."""
-    config = json.loads((teacher_dir / "config.json").read_text())
+    config = model_config(teacher_dir)
     return StudentArch(
         layers=int(config["num_hidden_layers"]),
         hidden=int(config["hidden_size"]),

@@ -258,3 +258,21 @@ def test_cli_reads_a_search_result_and_needs_resume_for_leftover_checkpoints(
     result = _cli(*args, "--arch", f"{search}#7x", "--resume")
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert DistillResult.load(output / "distill.json").arch == StudentArch(**arch)
+
+
+def test_teachers_that_are_not_encoders_or_not_models_are_one_line(
+    corpus_file: Path, tmp_path: Path
+) -> None:
+    from transformers import GPT2Config, GPT2Model
+
+    decoder = tmp_path / "gpt2"
+    GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(decoder)
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "config.json").write_text("{not json")
+    common = ["--arch-json", ARCH_JSON, "--corpus", str(corpus_file), "--steps", "2"]
+    result = _cli("--teacher", str(decoder), *common, "--output", str(tmp_path / "a"))
+    assert "model type 'gpt2' cannot be a teacher" in _error(result)
+    result = _cli("--teacher", str(garbage), *common, "--output", str(tmp_path / "b"))
+    assert "not a readable JSON model config" in _error(result)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
