@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 from rich.markup import escape
 
 from kdcompress.console import info
-from kdcompress.errors import KDCompressError, OutputExistsError, OutputLockedError
+from kdcompress.errors import KDCompressError, OutputExistsError, OutputLockedError, UsageError
 
 
 def _umask() -> int:
@@ -137,6 +137,19 @@ def _remove_leftovers(folder: Path, name: str) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+
+
+def check_writable_location(path: Path, *, what: str = "output") -> None:
+    """``path`` can be created: no part of the way to it is a file, and the deepest folder
+    that exists is writable (checked before any work, so a long run cannot fail at its end)."""
+    path = Path(path).expanduser().absolute()
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{what} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"{what} {path}: cannot write in {parent} (permission denied)")
+            return
 
 
 def check_output_dir(path: Path, *, overwrite: bool) -> None:

@@ -276,3 +276,16 @@ def test_teachers_that_are_not_encoders_or_not_models_are_one_line(
     result = _cli("--teacher", str(garbage), *common, "--output", str(tmp_path / "b"))
     assert "not a readable JSON model config" in _error(result)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_outputs_and_caches_under_a_file_are_refused_before_any_work(
+    tiny_bert: Path, corpus_file: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    common = ["--teacher", str(tiny_bert), "--arch-json", ARCH_JSON, "--corpus", str(corpus_file)]
+    result = _cli(*common, "--steps", "2", "--output", str(blocker / "student"))
+    assert "is a file, not a folder" in _error(result)
+    result = _cli(*common, "--steps", "2", "--output", str(tmp_path / "s"), "--cache", str(blocker))
+    assert "a file, not a folder" in _error(result)
+    assert not (tmp_path / "s").exists()

@@ -127,6 +127,7 @@ def distill(
     from kdcompress.distill import DistillJob, parse_languages, run_distill
     from kdcompress.kd.settings import DEFAULT_LR
     from kdcompress.kd.student import load_search_arch, parse_arch_json
+    from kdcompress.outputs import check_writable_location
     from kdcompress.render import show_result
     from kdcompress.textfile import read_text_lines
 
@@ -138,6 +139,10 @@ def distill(
         raise UsageError("give exactly one of --arch PATH[#budget] or --arch-json")
     if corpus is not None:
         read_text_lines(corpus)  # a binary or non-UTF-8 file fails now, naming the bad byte
+    if cache is not None:
+        if cache.exists() and not cache.is_dir():
+            raise UsageError(f"--cache {cache}: a file, not a folder")
+        check_writable_location(cache, what="--cache")
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes for all
         hold_output(ctx, output)
     job = DistillJob(

@@ -62,8 +62,9 @@ BatchOption = Annotated[
 def hold_output(ctx: typer.Context, path: Path) -> None:
     """Lock the output ``path`` until the command ends: a second process writing it gets one
     error line naming this one's PID (see ``kdcompress.outputs.output_lock``)."""
-    from kdcompress.outputs import output_lock
+    from kdcompress.outputs import check_writable_location, output_lock
 
+    check_writable_location(path)
     ctx.with_resource(output_lock(path))
 
 
