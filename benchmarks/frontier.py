@@ -10,9 +10,10 @@ progress):
 - ``teacher-int8``: the teacher's own ONNX Runtime int8 (dynamic) export;
 - ``handpicked-7x``: the usual hand-made choice, a uniform 4-layer slice of the teacher at width
   256, distilled the same way;
-- ``model2vec`` (with ``--model2vec-python``, a Python of an environment that has
-  ``model2vec==0.10.0``: it needs a newer huggingface-hub than the pinned transformers): static
-  token embeddings distilled from the same teacher, ``pca_dims=256``.
+- ``model2vec`` (with ``--model2vec-python``: the Python of an environment of its own, made with
+  ``pip install torch==2.13.0 'model2vec[quantization]==0.10.0' 'transformers<5.4'``, since
+  model2vec needs a newer huggingface-hub than the pinned transformers): static token
+  embeddings distilled from the same teacher, ``pca_dims=256``.
 
 Speed: ONNX Runtime fp32 (and int8 for students), batch 1, seq 32 and 128, timed in one process
 with the teacher's fp32 export by ``kdcompress validate``; quality: the evaluation suite with
