@@ -239,6 +239,11 @@ def _python_snippet(embedding: EmbeddingInfo, model_path: str) -> str:
 
 
 def _length_note(result: DistillResult, max_seq_length: int) -> str:
+    if max_seq_length > result.max_length:
+        return (
+            f"Inputs are cut at {max_seq_length} tokens (the model's positions); it was distilled "
+            f"on inputs of up to {result.max_length} tokens and is evaluated at 128 and 256."
+        )
     why = " (the length it was distilled at)" if max_seq_length == result.max_length else ""
     return (
         f"Inputs are cut at {max_seq_length} tokens{why}; `model.max_seq_length = 256` lets it "
