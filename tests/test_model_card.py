@@ -90,7 +90,7 @@ def test_unknown_teacher_license_user_corpus_and_several_processes() -> None:
     assert "| pooling | cls |" in card
     assert "| vocabulary | the teacher's |" in card
     assert "prompt_name" not in card  # no prefix: plain encode
-    assert "Inputs are cut at 128 tokens;" in card
+    assert "Inputs are cut at 128 tokens (the model's positions)" in card
 
 
 def test_write_model_card_reads_the_folder(tmp_path: Path) -> None:
