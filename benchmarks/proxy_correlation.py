@@ -25,10 +25,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from common import KDCOMPRESS, call
+from common import KDCOMPRESS, distill_then_score
 
 from kdcompress.artifacts import StudentArch
-from kdcompress.distill import checkpoint_dir_for
 from kdcompress.hardware import cpu_model
 from kdcompress.outputs import atomic_write_text
 from kdcompress.quality import EvalReport
@@ -99,15 +98,7 @@ def final(args: argparse.Namespace, arch: StudentArch) -> dict[str, Any]:
     if args.cache is not None:
         command += ["--cache", str(args.cache)]
     folder.mkdir(parents=True, exist_ok=True)
-    if not (student / "distill.json").is_file():
-        resume = ["--resume"] if checkpoint_dir_for(student).exists() else []
-        call(command + resume, folder / "distill.log")
-    if not report.is_file():
-        evaluate = [*KDCOMPRESS, "eval", "--model", str(student), "--quick"]
-        call(
-            [*evaluate, "--reference", str(args.reference), "--output", str(report)],
-            folder / "eval.log",
-        )
+    distill_then_score(command, args.reference, folder)
     scores = EvalReport.load(report)
     assert scores.retention is not None and scores.retention.overall is not None
     return {

@@ -18,10 +18,9 @@ import shlex
 import time
 from pathlib import Path
 
-from common import KDCOMPRESS, call
+from common import KDCOMPRESS, call, distill_then_score
 
 from kdcompress.artifacts import DistillResult
-from kdcompress.distill import checkpoint_dir_for
 from kdcompress.hardware import cpu_model
 from kdcompress.outputs import atomic_write_text
 from kdcompress.quality import EvalReport
@@ -98,14 +97,7 @@ def variant(args: argparse.Namespace, name: str, reference: Path) -> dict[str, o
     folder.mkdir(parents=True, exist_ok=True)
     student, report = folder / "student", folder / "eval-quick.json"
     command = distill_command(args, name, student)
-    if not (student / "distill.json").is_file():
-        resume = ["--resume"] if checkpoint_dir_for(student).exists() else []
-        call(command + resume, folder / "distill.log")
-    if not report.is_file():
-        evaluate = [*KDCOMPRESS, "eval", "--model", str(student), "--quick"]
-        call(
-            [*evaluate, "--reference", str(reference), "--output", str(report)], folder / "eval.log"
-        )
+    distill_then_score(command, reference, folder)
     result, scores = DistillResult.load(student / "distill.json"), EvalReport.load(report)
     assert scores.retention is not None
     return {
