@@ -264,3 +264,10 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing_behind(tmp_path: Path) -
     assert command.returncode == 130
     assert [line for line in stderr.splitlines() if line.strip()] == ["error: interrupted"]
     assert list(tmp_path.iterdir()) == []  # no output, no staging folder, no lock file
+
+
+def test_search_resume_refuses_options_it_would_ignore(tmp_path: Path) -> None:
+    line = _one_line_error(
+        kdcompress("search", "--resume", str(tmp_path), "--episodes", "3", "--seed", "7"), 2
+    )
+    assert "--episodes, --seed would be ignored" in line

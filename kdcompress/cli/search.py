@@ -75,7 +75,8 @@ def search(
 
     Each episode ranks a pool of random valid architectures with the controller, distils the
     chosen candidates briefly on the proxy split and rewards them with
-    (1 - L_HS) * (latency / (beta * teacher latency)) ** alpha, latency from the profile.
+    (1 - L) * (latency / (beta * teacher latency)) ** alpha, latency from the profile, where
+    1 - L is the candidate's cross-lingual retrieval on held-out proxy verses.
     A killed search continues with [bold]--resume RUN_DIR[/] (at most one candidate is lost).
 
     Example: [bold]kdcompress search --target profiles/xeon.json --output runs/s1[/]
@@ -88,6 +89,7 @@ def search(
 
     executor_name = _check_options(alpha, beta, latency_budget_ms, executor, ray_address)
     if resume is not None:
+        _refuse_settings_with_resume(ctx)
         settings, output = SearchSettings.load(resume / SETTINGS_FILE), resume
     else:
         output = _check_new_search(target, output)
@@ -146,3 +148,23 @@ def _check_new_search(target: Path | None, output: Path | None) -> Path:
     if not target.is_file():
         raise UsageError(f"--target {target}: no such profile (make one with `kdcompress profile`)")
     return output
+
+
+# What a resumed search may still choose: how it runs, not what it computes.
+_RESUME_OPTIONS = {"resume", "strict", "executor", "ray_address", "overwrite"}
+
+
+def _refuse_settings_with_resume(ctx: typer.Context) -> None:
+    """A resumed search continues with its own settings; options that would change them are
+    refused rather than silently ignored."""
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ctx.params
+        if name not in _RESUME_OPTIONS
+        and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+    ]
+    if given:
+        raise UsageError(
+            f"--resume continues with the search's own settings; {', '.join(given)} would be "
+            "ignored: leave them out (or start a new search)"
+        )
