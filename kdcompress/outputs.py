@@ -24,6 +24,15 @@ from kdcompress.console import info
 from kdcompress.errors import KDCompressError, OutputExistsError, OutputLockedError, UsageError
 
 
+def _share_files(folder: Path) -> None:
+    """Give files that a library wrote private (0600, e.g. safetensors' weights) the mode their
+    neighbours have, so an output folder is readable as a whole."""
+    mode = 0o666 & ~_umask()
+    for item in folder.rglob("*"):
+        if item.is_file() and item.stat().st_mode & 0o777 != mode:
+            item.chmod(mode)
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
@@ -180,6 +189,7 @@ def atomic_output_dir(path: Path, *, overwrite: bool) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        _share_files(staging)
         if path.exists():
             retired = staging.with_suffix(".old")
             path.rename(retired)

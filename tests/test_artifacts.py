@@ -165,3 +165,16 @@ def test_only_this_outputs_leftovers_are_removed(tmp_path: Path) -> None:
     with output_lock(out):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)
+
+
+def test_files_written_private_get_the_folders_usual_mode(tmp_path: Path) -> None:
+    import os
+
+    out = tmp_path / "out"
+    with atomic_output_dir(out, overwrite=False) as staging:
+        weights = staging / "model.safetensors"
+        weights.write_bytes(b"x")
+        weights.chmod(0o600)  # what safetensors leaves
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
