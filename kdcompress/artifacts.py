@@ -146,6 +146,11 @@ class LatencyStats(Artifact):
     warmup: int
     threads: int
     foreign_load: float | None = None  # share of CPU used by other processes while timing
+    # Added later; older files load with these missing (None / no samples).
+    std_ms: float | None = None  # sample standard deviation of the timed calls
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    samples_ms: tuple[float, ...] = ()  # every timed call in the order run (empty: not kept)
 
     @property
     def spread(self) -> float:
@@ -155,6 +160,10 @@ class LatencyStats(Artifact):
     @property
     def disturbed(self) -> bool:
         return self.foreign_load is not None and self.foreign_load > FOREIGN_LOAD_LIMIT
+
+    def without_samples(self) -> LatencyStats:
+        """These statistics without the raw samples (for files that keep thousands of them)."""
+        return dataclasses.replace(self, samples_ms=())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@ report and the terminal tables share, so the three never disagree."""
 
 from __future__ import annotations
 
-from kdcompress.artifacts import STUDENT_FP32, ParityReport, ValidationReport
+from kdcompress.artifacts import STUDENT_FP32, LatencyRow, ParityReport, ValidationReport
 
 
 def _mib(nbytes: float) -> str:
@@ -92,17 +92,11 @@ def validation_markdown(report: ValidationReport, *, heading: str | None = None)
         "Peak RSS: a fresh process that imports only the runtime, loads the model and runs it "
         f"at seq {longest}; in brackets, what the model adds to the runtime alone.{quality}",
         "",
-        "| model | batch | seq | p50 ms | p90 ms | min ms | runs | other processes' CPU |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | batch | seq | p50 ms | p90 ms | p95 ms | p99 ms | std ms | min ms | runs "
+        "| other processes' CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in report.latency:
-        load = row.latency.foreign_load
-        lines.append(
-            f"| {row.model} | {row.batch} | {row.seq_len} | {row.latency.p50_ms:.2f} | "
-            f"{row.latency.p90_ms:.2f} | {row.latency.min_ms:.2f} | {row.latency.runs} | "
-            f"{'' if load is None else f'{load:.0%}'}"
-            f"{' **disturbed**' if row.latency.disturbed else ''} |"
-        )
+    lines += [_latency_row(row) for row in report.latency]
     disturbed = sum(row.latency.disturbed for row in report.latency)
     if disturbed:
         lines.append(
@@ -112,6 +106,17 @@ def validation_markdown(report: ValidationReport, *, heading: str | None = None)
         )
     lines += [f"\n{line}" for line in prediction_lines(report)]
     return [*lines, ""]
+
+
+def _latency_row(row: LatencyRow) -> str:
+    """One measurement; p95, p99 and std are blank in files written before they were kept."""
+    stats, load = row.latency, row.latency.foreign_load
+    cells = [row.model, str(row.batch), str(row.seq_len)]
+    cells += [_ms(v) for v in (stats.p50_ms, stats.p90_ms, stats.p95_ms, stats.p99_ms)]
+    cells.append(_ms(stats.std_ms))
+    cells += [f"{stats.min_ms:.2f}", str(stats.runs), "" if load is None else f"{load:.0%}"]
+    cells[-1] += " **disturbed**" if stats.disturbed else ""
+    return "| " + " | ".join(cells) + " |"
 
 
 def prediction_lines(report: ValidationReport) -> list[str]:

@@ -1,9 +1,10 @@
 """The one timing method used for every latency kdcompress reports.
 
 Warm-up runs first (caches, lazy allocations, JIT), then ``runs`` timed calls with
-``perf_counter_ns``; statistics are percentiles plus a mean with the slowest and fastest 10%
-trimmed. While timing we also read /proc/stat to estimate how much CPU *other* processes used:
-on a shared machine a disturbed measurement must be recognised and repeated, not recorded.
+``perf_counter_ns``; statistics are percentiles (p50, p90, p95, p99), the standard deviation
+and a mean with the slowest and fastest 10% trimmed, kept with the raw samples. While timing we
+also read /proc/stat to estimate how much CPU *other* processes used: on a shared machine a
+disturbed measurement must be recognised and repeated, not recorded.
 """
 
 from __future__ import annotations
@@ -20,18 +21,24 @@ from kdcompress.artifacts import LatencyStats
 
 
 def summarise(samples_ms: np.ndarray, *, warmup: int, threads: int) -> LatencyStats:
-    """Percentiles and a 10%-trimmed mean of raw samples."""
+    """Percentiles, standard deviation and a 10%-trimmed mean of raw samples, which are kept
+    (rounded to the nanosecond the clock resolves) in the order they were measured."""
     ordered = np.sort(samples_ms)
     cut = int(len(ordered) * 0.1)
     core = ordered[cut : len(ordered) - cut] if len(ordered) > 2 * cut else ordered
+    p50, p90, p95, p99 = (float(x) for x in np.percentile(ordered, [50, 90, 95, 99]))
     return LatencyStats(
-        p50_ms=float(np.percentile(ordered, 50)),
-        p90_ms=float(np.percentile(ordered, 90)),
+        p50_ms=p50,
+        p90_ms=p90,
         min_ms=float(ordered[0]),
         trimmed_mean_ms=float(core.mean()),
         runs=len(ordered),
         warmup=warmup,
         threads=threads,
+        std_ms=float(np.std(ordered, ddof=1)) if len(ordered) > 1 else 0.0,
+        p95_ms=p95,
+        p99_ms=p99,
+        samples_ms=tuple(round(float(x), 6) for x in samples_ms),
     )
 
 

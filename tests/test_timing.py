@@ -19,11 +19,34 @@ def test_summarise_known_samples() -> None:
     assert (stats.runs, stats.warmup, stats.threads) == (10, 3, 2)
 
 
+def test_summarise_keeps_std_tail_percentiles_and_raw_samples() -> None:
+    samples = np.arange(1.0, 101.0)  # 1..100 ms, measured in this order
+    stats = summarise(samples[::-1], warmup=0, threads=1)
+    assert stats.samples_ms == tuple(samples[::-1])  # as measured, not sorted
+    assert stats.std_ms is not None and abs(stats.std_ms - float(np.std(samples, ddof=1))) < 1e-9
+    assert stats.p95_ms is not None and abs(stats.p95_ms - 95.05) < 1e-9
+    assert stats.p99_ms is not None and abs(stats.p99_ms - 99.01) < 1e-9
+    assert stats.without_samples().samples_ms == ()
+
+
+def test_latency_stats_round_trip_and_older_files_load() -> None:
+    stats = summarise(np.array([1.5, 2.25, 3.0]), warmup=1, threads=2)
+    again = LatencyStats.from_json(stats.to_json())
+    assert again == stats
+    assert isinstance(again.samples_ms, tuple)
+    old = {"kind": "latency", "schema_version": 1, "p50_ms": 2.0, "p90_ms": 3.0, "min_ms": 1.0}
+    old |= {"trimmed_mean_ms": 2.0, "runs": 3, "warmup": 1, "threads": 2, "foreign_load": None}
+    loaded = LatencyStats.from_json(old)
+    assert (loaded.std_ms, loaded.p95_ms, loaded.p99_ms) == (None, None, None)
+    assert loaded.samples_ms == ()
+
+
 def test_time_callable_runs_warmup_plus_timed_calls() -> None:
     calls = []
     stats = time_callable(lambda: calls.append(1), threads=1, warmup=4, runs=9)
     assert len(calls) == 13
     assert stats.runs == 9
+    assert len(stats.samples_ms) == 9
 
 
 def test_spread_and_disturbed_flags() -> None:

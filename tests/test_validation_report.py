@@ -155,3 +155,26 @@ def test_summary_uses_the_smallest_batch_measured() -> None:
     assert "p50 ms seq 128" in header and "speedup vs teacher" in header
     student = dict(zip(header, rows[1], strict=True))
     assert student["p50 ms seq 128"] == "10.00" and student["speedup vs teacher"] == "8.00x"
+
+
+def test_latency_table_shows_tail_percentiles_and_std() -> None:
+    from kdcompress.artifacts import LatencyRow, LatencyStats, ParityReport
+    from kdcompress.summaries import validation_markdown
+    from kdcompress.timing import summarise
+
+    new = summarise(np.array([1.0, 2.0, 3.0, 4.0]), warmup=1, threads=1)
+    old = LatencyStats(2.0, 3.0, 1.0, 2.0, runs=4, warmup=1, threads=1)  # before p95/p99/std
+    report = ValidationReport(
+        export_dir="x",
+        parity=ParityReport(10, 0.0, 1.0, 1.0, 0.999),
+        latency=(
+            LatencyRow("student-fp32", "onnxruntime", 1, 8, new),
+            LatencyRow("student-pytorch", "torch", 1, 8, old),
+        ),
+        cpu="cpu",
+        threads=1,
+    )
+    lines = validation_markdown(report)
+    assert any("| p95 ms | p99 ms | std ms |" in line for line in lines)
+    assert "| student-fp32 | 1 | 8 | 2.50 | 3.70 | 3.85 | 3.97 | 1.29 | 1.00 | 4 |  |" in lines
+    assert "| student-pytorch | 1 | 8 | 2.00 | 3.00 |  |  |  | 1.00 | 4 |  |" in lines

@@ -180,6 +180,8 @@ def load_block(
 def measure(
     model: LoadedModel, batch: dict[str, np.ndarray], settings: ProfileSettings
 ) -> LatencyStats:
+    """One point of the profile, its statistics without the raw samples: a profile times
+    hundreds of points with thousands of calls each (half a million samples, megabytes)."""
     return benchmark_stable(
         model,
         batch,
@@ -187,7 +189,7 @@ def measure(
         runs=settings.runs,
         max_retries=settings.retries,
         patience_s=settings.patience_s,
-    )
+    ).without_samples()
 
 
 def measure_blocks(
