@@ -7,18 +7,60 @@ for a finished or a partial run: each section appears when its stage has run.
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdcompress.artifacts import (
+    MANIFEST,
+    STUDENT_FP32,
+    STUDENT_INT8,
+    TEACHER,
     DistillResult,
+    ExportManifest,
+    Int8Attempt,
+    QuantizationReport,
     ValidationReport,
 )
 from kdcompress.console import info
 from kdcompress.errors import UsageError
 from kdcompress.outputs import atomic_write_text
 from kdcompress.summaries import validation_markdown
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+PROFILE_FILE = "profile.json"  # the hardware profile a run used (kdcompress run writes it)
+
+
+def _profile(run_dir: Path) -> list[str]:
+    """The hardware profile a run used, with the latency model's own held-out error."""
+    from kdcompress.latency.schema import HardwareProfile
+
+    path = run_dir / PROFILE_FILE
+    if not path.is_file():
+        return []
+    profile = HardwareProfile.load(path)
+    fp, settings = profile.fingerprint, profile.settings
+    lines = [
+        "## Hardware profile",
+        "",
+        f"`{profile.name}`: {fp.cpu}, {fp.physical_cores} cores ({', '.join(fp.isa) or '-'}); "
+        f"{settings.backend} {profile.backend_version}, {settings.threads} threads; "
+        f"{len(profile.blocks)} blocks and {len(profile.models)} encoders timed, median noise "
+        f"{profile.noise:.1%}.",
+        "",
+    ]
+    err = profile.error
+    if err is None:
+        return [*lines, "The profile has no held-out error (no encoders were held out).", ""]
+    return [
+        *lines,
+        f"Latency model error on {err.heldout_architectures} held-out architectures it was not "
+        f"fitted on: **MAPE {err.mape:.1f}%**, worst {err.worst_ape:.1f}% (on the fitted ones "
+        f"{err.fit_mape:.1f}%); {err.disturbed_excluded} left out as disturbed.",
+        "",
+    ]
 
 
 def _search(run_dir: Path) -> list[str]:
@@ -102,17 +144,122 @@ def _curve_png(result: DistillResult, path: Path) -> None:
     ax.set_ylabel("normalised loss")
     ax.legend()
     fig.tight_layout()
+    _save_png(fig, path)
+
+
+def _validation(run_dir: Path) -> list[str]:
+    lines: list[str] = []
+    for path in sorted(run_dir.glob("export-*/validation.json")):
+        report = ValidationReport.load(path)
+        name = path.parent.name
+        lines += validation_markdown(report, heading=name)
+        lines += _quality_latency(report, run_dir / f"quality-latency-{name}.png")
+        lines += _int8_attempts(path.parent / MANIFEST)
+    return lines
+
+
+# The models of a validation on the quality-vs-latency plot, with their colours.
+_PLOTTED = {TEACHER: "tab:gray", STUDENT_FP32: "tab:blue", STUDENT_INT8: "tab:orange"}
+
+
+def _quality_latency(report: ValidationReport, png: Path) -> list[str]:
+    """Retention against *measured* latency (batch 1, longest input) for each model."""
+    batch = min(row.batch for row in report.latency)
+    seq_len = max(row.seq_len for row in report.latency)
+    points = {}
+    for name in _PLOTTED:
+        summary, ms = report.summary(name), report.p50(name, batch, seq_len)
+        quality = 1.0 if name == TEACHER else (summary.retention if summary else None)
+        if ms is not None and quality is not None and (name != TEACHER or report.teacher_export):
+            points[name] = (ms, quality * 100)
+    if len(points) < 2:
+        return []
+    _save_png(_quality_figure(points, batch, seq_len), png)
+    return [
+        f"Quality (retention of the teacher's scores) against the latency measured above, "
+        f"batch {batch}, seq {seq_len}:",
+        "",
+        f"![quality against measured latency]({png.name})",
+        "",
+    ]
+
+
+def _quality_figure(points: dict[str, tuple[float, float]], batch: int, seq_len: int) -> Figure:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for name, (ms, quality) in points.items():
+        ax.scatter([ms], [quality], s=60, color=_PLOTTED[name], zorder=3)
+        label = f"{name}\n{ms:.2f} ms, {quality:.1f}%"
+        ax.annotate(label, (ms, quality), textcoords="offset points", xytext=(7, -16), fontsize=8)
+    latencies = [ms for ms, _ in points.values()]
+    ax.set_xscale("log")
+    ax.set_xlim(min(latencies) / 1.5, max(latencies) * 3)  # room for the labels on the right
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"measured p50 latency, ms (batch {batch}, seq {seq_len}; log scale)")
+    ax.set_ylabel("retention of the teacher, %")
+    ax.set_ylim(max(0.0, min(q for _, q in points.values()) - 15), 108)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _save_png(fig: Figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     path.write_bytes(buffer.getvalue())
 
 
-def _validation(run_dir: Path) -> list[str]:
-    lines: list[str] = []
-    for path in sorted(run_dir.glob("export-*/validation.json")):
-        lines += validation_markdown(ValidationReport.load(path), heading=path.parent.name)
+def _int8_attempts(manifest_path: Path) -> list[str]:
+    """Every int8 plan the export tried, in order, and the fp32-vs-int8 speed check."""
+    if not manifest_path.is_file():
+        return []
+    int8 = ExportManifest.load(manifest_path).int8
+    if int8 is None:
+        return []
+    lines = [
+        f"int8 attempts ({int8.requested} requested; CPU preset {int8.settings.preset}, "
+        f"{', '.join(int8.isa) or 'no ISA flags'}), most aggressive first:",
+        "",
+        "| plan | method | weights | min cosine | mean cosine | quality drop | verdict |",
+        "|---|---|---|---|---|---|---|",
+        *[_attempt_row(attempt) for attempt in int8.attempts],
+        "",
+        _int8_outcome(int8),
+        "",
+    ]
     return lines
+
+
+def _attempt_row(attempt: Int8Attempt) -> str:
+    s = attempt.settings
+    plan = s.mode + (f" ({', '.join(s.keep_fp32)} in fp32)" if s.keep_fp32 else "")
+    parity = attempt.parity
+    cosines = [f"{parity.min_cosine:.5f}", f"{parity.mean_cosine:.5f}"] if parity else ["", ""]
+    drop = f"{attempt.quality.drop_pct:.1f}%" if attempt.quality else ""
+    verdict = "deployed" if attempt.accepted else (attempt.note or "rejected: parity")
+    cells = [plan, s.method, f"{s.weight_type}, {s.weight_range}", *cosines, drop, verdict]
+    return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
+
+
+def _int8_outcome(int8: QuantizationReport) -> str:
+    size = f"{int8.fp32_bytes / 2**20:.1f} MiB fp32 -> {int8.int8_bytes / 2**20:.1f} MiB int8"
+    fallback = f" Fallback: {int8.fallback}." if int8.fallback else ""
+    speed = int8.speed
+    if speed is None:
+        return f"{size}.{fallback}"
+    return (
+        f"{size}; at batch {speed.batch}, seq {speed.seq_len}: fp32 {speed.fp32.p50_ms:.2f} ms, "
+        f"int8 {speed.int8.p50_ms:.2f} ms p50 ({speed.speedup:.2f}x).{fallback}"
+    )
 
 
 def build_markdown(run_dir: Path) -> str:
@@ -121,6 +268,7 @@ def build_markdown(run_dir: Path) -> str:
     sections = _search(run_dir) + _distill(run_dir) + _validation(run_dir)
     if not sections:
         raise UsageError(f"{run_dir}: no stage artifacts found (search/, student/, export-*/)")
+    sections = _profile(run_dir) + sections
     return "\n".join([f"# kdcompress run `{run_dir.name}`", "", *sections])
 
 
@@ -133,44 +281,23 @@ def _inline_images(markdown_html: str, run_dir: Path) -> str:
     return markdown_html
 
 
-def _to_html(markdown: str) -> str:
-    """Just enough Markdown (headings, tables, images, paragraphs) for this report.
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+    "code{background:#f3f3f3;padding:0 3px}img{max-width:100%}"
+)
 
-    Hand-written on purpose: the report uses four constructs, which does not justify a
-    Markdown library in the dependency set.
-    """
-    out, table = [], False
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-"):
-                continue
-            tag = "th" if not table else "td"
-            if not table:
-                out.append("<table>")
-                table = True
-            out.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
-            continue
-        if table:
-            out.append("</table>")
-            table = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.startswith("!["):
-            alt, src = line[2:].split("](")
-            out.append(f'<img alt="{html.escape(alt)}" src="{html.escape(src.rstrip(")"))}">')
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    if table:
-        out.append("</table>")
-    style = (
-        "body{font-family:sans-serif;max-width:960px;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
-        "img{max-width:100%}"
-    )
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head>" + (
-        "<body>" + "\n".join(out) + "</body></html>"
+
+def _to_html(markdown: str) -> str:
+    """The report's Markdown as a page (CommonMark and tables, through markdown-it-py)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>kdcompress report</title>"
+        f"<style>{_STYLE}</style></head><body>\n{body}</body></html>\n"
     )
 
 
