@@ -21,6 +21,7 @@ retention of the teacher's scores. The table and the plot (retention vs measured
 go to ``OUTPUT/frontier.md`` and ``frontier.png``, and between the frontier markers of
 BENCHMARKS.md with ``--benchmarks-md``.
 
+    .venv/bin/python benchmarks/frontier.py --output runs/frontier --steps 2000 --distill-only
     .venv/bin/python benchmarks/frontier.py --output runs/frontier --steps 2000
     .venv/bin/python benchmarks/frontier.py --output runs/frontier --only truncated-2 teacher-int8
 """
@@ -60,6 +61,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model2vec-python", type=Path, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="rows to run, by name")
+    parser.add_argument(
+        "--distill-only",
+        action="store_true",
+        help="make the rows' models (the long part) and stop: time them later on a quiet machine",
+    )
     parser.add_argument("--output", type=Path, default=Path("runs/frontier"))
     parser.add_argument("--benchmarks-md", type=Path, default=None)
     return parser.parse_args()
@@ -363,8 +369,16 @@ def main() -> None:
         path = args.output / "rows" / f"{row.name}.json"
         if path.is_file():
             continue
+        if args.distill_only:
+            folder = args.output / row.name
+            folder.mkdir(parents=True, exist_ok=True)
+            row.make(args, folder)
+            print(f"{row.name}: model ready", flush=True)
+            continue
         atomic_write_text(path, json.dumps(measure(args, row), indent=1))
         print(f"{row.name}: done", flush=True)
+    if args.distill_only:
+        return
     m2v = args.output / "rows" / "model2vec.json"
     if args.model2vec_python is not None and not m2v.is_file():
         atomic_write_text(m2v, json.dumps(model2vec_row(args, teacher_scores(args)), indent=1))

