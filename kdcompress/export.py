@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 
-from kdcompress.artifacts import MANIFEST, ExportManifest
+from kdcompress.artifacts import EXPORT_SUBFOLDERS, MANIFEST, ExportManifest
 from kdcompress.assets import EMBEDDING_INFO
 from kdcompress.backends import Backend, BackendName, get_backend, parse_backend_name
 from kdcompress.console import info, status
@@ -123,6 +124,8 @@ def _export_fp32(
         artifact = _export(backend, model_dir=model_dir, output_dir=staging)
     if (model_dir / EMBEDDING_INFO).is_file():
         shutil.copy2(model_dir / EMBEDDING_INFO, staging / EMBEDDING_INFO)
+    artifact = _sentence_transformers_layout(artifact, staging / EXPORT_SUBFOLDERS[fmt.value])
+    _write_module_files(model_dir, staging)
     with status("Checking output parity against PyTorch"):
         loaded = backend.load(model_path=artifact, threads=threads)
         parity = check_parity(source_dir=model_dir, candidate=loaded, min_cosine=min_cosine)
@@ -143,6 +146,29 @@ def _export_fp32(
         fp32_file=fp32_file,
         fp32_parity=parity,
     )
+
+
+def _sentence_transformers_layout(artifact: Path, subfolder: Path) -> Path:
+    """Move the exported graph with its weight files (``.bin``, ``_data``) into ``subfolder``."""
+    subfolder.mkdir()
+    companions = (artifact.with_suffix(".bin"), artifact.with_name(artifact.name + "_data"))
+    for path in (artifact, *companions):
+        if path.is_file():
+            path.replace(subfolder / path.name)
+    return subfolder / artifact.name
+
+
+def _write_module_files(model_dir: Path, staging: Path) -> None:
+    """The sentence-transformers module files of the export (pooling, prompts): the source's
+    input length and the recipe of its ``kdcompress_model.json``."""
+    from kdcompress.models import model_config
+    from kdcompress.st_format import TRANSFORMER_CONFIG, write_sentence_transformers_files
+
+    source = model_dir / TRANSFORMER_CONFIG
+    length = json.loads(source.read_text())["max_seq_length"] if source.is_file() else None
+    config = model_config(model_dir)
+    hidden = int(config.get("hidden_size") or config["dim"])  # DistilBERT calls it dim
+    write_sentence_transformers_files(staging, hidden=hidden, max_seq_length=length, exported=True)
 
 
 def _add_int8(
@@ -183,8 +209,6 @@ def _export(backend: Backend, *, model_dir: Path, output_dir: Path) -> Path:
     FNet), tracing either failed or baked the traced sequence length into the graph (outputs off
     by 2.2-2.4 at another length), so it would turn a clear refusal into a parity failure.
     """
-    import json
-
     try:
         result = backend.export(model_dir=model_dir, output_dir=output_dir)
     except (ValueError, KeyError, NotImplementedError) as exc:

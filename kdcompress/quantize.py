@@ -41,6 +41,7 @@ from kdcompress.artifacts import (
     ParityReport,
     QualityDrop,
     QuantizationReport,
+    int8_file_name,
 )
 from kdcompress.backends import Backend, BackendName, LoadedModel
 from kdcompress.backends.int8 import Int8Backend, Int8Setup
@@ -287,7 +288,8 @@ def quantize_export(
     calibration: Calibration | None,
     threads: int,
 ) -> Int8Result:
-    """int8 version of the fp32 export ``fp32_file``, written next to it in ``output_dir``.
+    """int8 version of the fp32 export ``fp32_file``, written next to it (``output_dir`` holds
+    the attempts while they run).
 
     Raises :class:`Int8ParityError` when no plan reaches ``options.min_int8_cosine``.
     """
@@ -316,10 +318,10 @@ def quantize_export(
         accepted, attempts = _try_plans(
             runtime, backend, model_dir, batches, options, threads, gate
         )
-        model_file = runtime.move(accepted, output_dir)
+        chosen = next(a for a in attempts if a.accepted)
+        model_file = runtime.move(accepted, _int8_target(fp32_file, chosen.settings))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    chosen = next(a for a in attempts if a.accepted)
     assert chosen.parity is not None
     report = QuantizationReport(
         requested=options.mode.value,
@@ -332,6 +334,12 @@ def quantize_export(
     )
     report = _checked_speed(report, backend, fp32, model_file, model_dir, options, threads)
     return Int8Result(model_file=model_file, parity=chosen.parity, report=report)
+
+
+def _int8_target(fp32_file: Path, settings: Int8Settings) -> Path:
+    """Where the int8 file goes: next to the fp32 one, named by weight type and CPU target."""
+    name = int8_file_name(fp32_file.name, weight_type=settings.weight_type, preset=settings.preset)
+    return fp32_file.parent / name
 
 
 def _checked_speed(
@@ -349,7 +357,8 @@ def _checked_speed(
     if options.speed_check:
         int8 = backend.load(model_path=model_file, threads=threads)
         report = replace(report, speed=speed_check(fp32, int8, model_dir, options))
-        _warn_if_not_faster(report.speed, backend.name.value, fp32.path.name)
+        where = f"{fp32.path.parent.name}/{fp32.path.name}"  # the subfolder: onnx/, openvino/
+        _warn_if_not_faster(report.speed, backend.name.value, where)
     return report
 
 
@@ -368,7 +377,7 @@ def _try_plans(
     attempts: list[Int8Attempt] = []
     for index, plan in enumerate(plans_for(options.mode)):
         label = f"int8 {plan.describe()}"
-        target = runtime.work / f"attempt{index}-{runtime.int8_name}"
+        target = runtime.work / f"attempt{index}{runtime.suffix}"
         with status(f"Quantizing to {label}"):
             settings, exclude, skip = _plan_settings(runtime, plan, layers, len(batches))
             if skip:

@@ -54,13 +54,17 @@ def prompts_for(text_prefix: str) -> dict[str, str]:
 
 
 def sentence_transformers_files(
-    *, hidden: int, embedding: EmbeddingInfo, max_seq_length: int
+    *, hidden: int, embedding: EmbeddingInfo, max_seq_length: int, exported: bool = False
 ) -> dict[str, Any]:
-    """The sentence-transformers configuration of a folder: relative path -> JSON content."""
+    """The sentence-transformers configuration of a folder: relative path -> JSON content.
+
+    ``exported``: for an export folder, whose ONNX / OpenVINO graphs take no model arguments
+    (Optimum's loaders refuse ``add_pooling_layer``; the graphs have no pooler anyway).
+    """
     if embedding.pooling not in ("mean", "cls"):
         raise ValueError(f"pooling '{embedding.pooling}' is not supported (mean or cls)")
     transformer: dict[str, Any] = {"max_seq_length": max_seq_length, "do_lower_case": False}
-    if not embedding.add_pooling_layer:
+    if not embedding.add_pooling_layer and not exported:
         transformer["model_args"] = {"add_pooling_layer": False}
     prompts = prompts_for(embedding.text_prefix)
     return {
@@ -93,19 +97,21 @@ def _module(index: int, path: str, kind: str) -> dict[str, Any]:
 
 
 def write_sentence_transformers_files(
-    folder: Path, *, hidden: int, max_seq_length: int | None = None
+    folder: Path, *, hidden: int, max_seq_length: int | None = None, exported: bool = False
 ) -> None:
     """Make the model folder ``folder`` loadable with ``SentenceTransformer(folder)``.
 
     Pooling and prompts come from the folder's ``kdcompress_model.json``; ``max_seq_length``
-    defaults to the longest input the model takes (its position table, tokenizer limit).
+    defaults to the longest input the model takes (its position table, tokenizer limit);
+    ``exported``: see :func:`sentence_transformers_files`.
     """
     if max_seq_length is None:
         from kdcompress.encoding import load_tokenizer, max_positions
 
         max_seq_length = max_positions(folder, load_tokenizer(folder))
+    embedding = read_embedding_info(folder)
     files = sentence_transformers_files(
-        hidden=hidden, embedding=read_embedding_info(folder), max_seq_length=max_seq_length
+        hidden=hidden, embedding=embedding, max_seq_length=max_seq_length, exported=exported
     )
     _write_json_files(folder, files)
 

@@ -85,7 +85,8 @@ def test_validate_rejects_corrupt_exports(onnx_export: Path, tmp_path: Path) -> 
     broken.mkdir()
     manifest = json.loads((onnx_export / "export.json").read_text())
     (broken / "export.json").write_text(json.dumps(manifest))
-    (broken / "model.onnx").write_bytes(b"\x00garbage")
+    (broken / "onnx").mkdir()
+    (broken / manifest["model_file"]).write_bytes(b"\x00garbage")
     with pytest.raises(ArtifactError, match="cannot load"):
         validate_export(export_dir=broken, seq_lens=(8,), threads=1)
 

@@ -42,11 +42,16 @@ CALIBRATION = [
     "你好 世界",
     "the teacher was large and the search was fast on a small text",
 ]
+# sentence-transformers' names: weight type and the CPU target the settings were chosen for.
+TARGET = cpu_preset().name.replace("-", "_")
 INT8_FILES = {
-    ExportFormat.ONNX: "model_int8.onnx",
-    ExportFormat.OPENVINO: "openvino_model_int8.xml",
+    ExportFormat.ONNX: f"onnx/model_qint8_{TARGET}.onnx",
+    ExportFormat.OPENVINO: f"openvino/openvino_model_qint8_{TARGET}_quantized.xml",
 }
-FP32_FILES = {ExportFormat.ONNX: "model.onnx", ExportFormat.OPENVINO: "openvino_model.xml"}
+FP32_FILES = {
+    ExportFormat.ONNX: "onnx/model.onnx",
+    ExportFormat.OPENVINO: "openvino/openvino_model.xml",
+}
 CASES = [
     (fmt, mode) for fmt in ExportFormat for mode in (Quantization.DYNAMIC, Quantization.STATIC)
 ]
@@ -135,7 +140,7 @@ def test_static_onnx_quantizes_every_projection_but_not_attention_scores(
     import onnx
 
     out = int8_exports[ExportFormat.ONNX, Quantization.STATIC]
-    graph = onnx.load(str(out / "model_int8.onnx"))
+    graph = onnx.load(str(out / INT8_FILES[ExportFormat.ONNX]))
     dequantized = {n.output[0] for n in graph.graph.node if n.op_type == "DequantizeLinear"}
     matmuls = [n for n in graph.graph.node if n.op_type == "MatMul"]
     projections = [n for n in matmuls if re.search(r"(query|key|value|dense)/MatMul$", n.name)]

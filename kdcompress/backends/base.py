@@ -87,6 +87,19 @@ class Backend(ABC):
         """Load an artifact produced by :meth:`export` (or a compatible file)."""
 
 
+def locate_model_file(model_path: Path, name: str, subfolder: str) -> Path | None:
+    """``model_path`` if it is a file, else ``name`` inside that folder or its ``subfolder``
+    (an export's layout); None when there is none. ``EXPORT/name``, where exports kept it
+    before the subfolders, still finds ``EXPORT/subfolder/name``."""
+    if model_path.is_file():
+        return model_path
+    if not model_path.is_dir():
+        moved = model_path.parent / subfolder / model_path.name
+        return moved if model_path.name == name and moved.is_file() else None
+    options = (model_path / name, model_path / subfolder / name)
+    return next((path for path in options if path.is_file()), None)
+
+
 def benchmark(
     model: LoadedModel,
     batch: Batch,

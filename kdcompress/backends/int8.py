@@ -34,7 +34,7 @@ class Int8Setup:
 class Int8Backend(ABC):
     """One runtime's int8 specifics: exclusions, settings, the library call, the final file."""
 
-    int8_name: ClassVar[str]  # the int8 file's name in an export folder
+    suffix: ClassVar[str]  # of the runtime's model files: .onnx, .xml
 
     def __init__(self, setup: Int8Setup) -> None:
         self.setup = setup
@@ -61,8 +61,8 @@ class Int8Backend(ABC):
     ) -> None:
         """Write the int8 model to ``target``; operations named in ``exclude`` stay fp32."""
 
-    def move(self, source: Path, output_dir: Path) -> Path:
-        """Move the accepted attempt ``source`` into ``output_dir`` under :attr:`int8_name`."""
-        target = output_dir / self.int8_name
+    def move(self, source: Path, target: Path) -> Path:
+        """Move the accepted attempt ``source`` to ``target`` (its place in the export)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
         source.replace(target)
         return target

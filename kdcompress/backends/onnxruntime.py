@@ -12,17 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from kdcompress.backends.base import Backend, BackendName, LoadedModel
+from kdcompress.artifacts import EXPORT_SUBFOLDERS
+from kdcompress.backends.base import Backend, BackendName, LoadedModel, locate_model_file
 from kdcompress.errors import ArtifactError, ModelNotFoundError, first_line
 
 ONNX_FILE = "model.onnx"
-ONNX_INT8_FILE = "model_int8.onnx"
 
 
 def find_onnx_file(model_path: Path) -> Path:
-    """The ONNX graph at ``model_path``: the file itself or ``model.onnx`` inside a folder."""
-    candidate = model_path / ONNX_FILE if model_path.is_dir() else model_path
-    if not candidate.is_file():
+    """The ONNX graph at ``model_path``: the file itself, or ``model.onnx`` inside a folder or
+    its ``onnx/`` subfolder (an export's, sentence-transformers' layout)."""
+    candidate = locate_model_file(model_path, ONNX_FILE, EXPORT_SUBFOLDERS["onnx"])
+    if candidate is None:
         raise ModelNotFoundError(f"{model_path}: no ONNX model found (expected {ONNX_FILE})")
     return candidate
 

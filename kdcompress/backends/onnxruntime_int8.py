@@ -13,7 +13,7 @@ import numpy as np
 
 from kdcompress.artifacts import Int8Settings
 from kdcompress.backends.int8 import Int8Backend, Int8Setup
-from kdcompress.backends.onnxruntime import ONNX_INT8_FILE, load_onnx_graph, quiet_library_output
+from kdcompress.backends.onnxruntime import load_onnx_graph, quiet_library_output
 from kdcompress.console import info
 
 # Static ONNX int8 quantizes the *unfused* graph. Calibration can only record ranges of tensors
@@ -134,7 +134,7 @@ def activation_matmuls(graph: Any, weights: Collection[str]) -> list[str]:
 
 
 class OnnxRuntimeInt8(Int8Backend):
-    int8_name = ONNX_INT8_FILE
+    suffix = ".onnx"
 
     def __init__(self, setup: Int8Setup) -> None:
         super().__init__(setup)

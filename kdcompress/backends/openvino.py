@@ -9,19 +9,19 @@ from typing import Any
 
 import numpy as np
 
-from kdcompress.backends.base import Backend, BackendName, LoadedModel
+from kdcompress.artifacts import EXPORT_SUBFOLDERS
+from kdcompress.backends.base import Backend, BackendName, LoadedModel, locate_model_file
 from kdcompress.backends.onnxruntime import ONNX_FILE, export_onnx
 from kdcompress.errors import ArtifactError, ModelNotFoundError, first_line
 
 OPENVINO_FILE = "openvino_model.xml"
-OPENVINO_INT8_FILE = "openvino_model_int8.xml"
 
 
 def find_openvino_file(model_path: Path) -> Path:
     """The model at ``model_path``: an IR .xml (or an .onnx file, which OpenVINO reads directly)
-    or ``openvino_model.xml`` inside a folder."""
-    candidate = model_path / OPENVINO_FILE if model_path.is_dir() else model_path
-    if not candidate.is_file():
+    or ``openvino_model.xml`` inside a folder or its ``openvino/`` subfolder."""
+    candidate = locate_model_file(model_path, OPENVINO_FILE, EXPORT_SUBFOLDERS["openvino"])
+    if candidate is None:
         raise ModelNotFoundError(
             f"{model_path}: no OpenVINO model found (expected {OPENVINO_FILE})"
         )

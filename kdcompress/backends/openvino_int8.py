@@ -13,7 +13,7 @@ import numpy as np
 from kdcompress.artifacts import Int8Settings
 from kdcompress.backends.int8 import Int8Backend
 from kdcompress.backends.onnxruntime import quiet_library_output
-from kdcompress.backends.openvino import OPENVINO_INT8_FILE, read_openvino_model
+from kdcompress.backends.openvino import read_openvino_model
 
 # Operations keep their ONNX names through conversion: "/encoder/layer.3/attention/...".
 _LAYER_IN_NAME = re.compile(r"\blayers?[._](\d+)\b")
@@ -88,7 +88,7 @@ def quantize_openvino(
 
 
 class OpenVinoInt8(Int8Backend):
-    int8_name = OPENVINO_INT8_FILE
+    suffix = ".xml"
 
     def exclusions(self, static: bool, layers: set[int]) -> tuple[list[str], set[str]]:
         model = read_openvino_model(self.setup.fp32_file)
@@ -137,8 +137,8 @@ class OpenVinoInt8(Int8Backend):
             overflow_fix=self.overflow_fix,
         )
 
-    def move(self, source: Path, output_dir: Path) -> Path:
-        target = output_dir / self.int8_name
+    def move(self, source: Path, target: Path) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
         source.with_suffix(".bin").replace(target.with_suffix(".bin"))
         source.replace(target)
         return target
