@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from kdcompress.errors import ModelNotFoundError, first_line
+
 # Parity and smoke-check sentences: several scripts, so a tokenizer or an export that breaks
 # non-Latin text is caught, and lengths that differ, so padding is exercised.
 SAMPLE_SENTENCES = (
@@ -28,11 +30,28 @@ _ROBERTA_LIKE = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camember
 
 
 def load_tokenizer(model_dir: Path) -> Any:
+    """The folder's tokenizer; damaged or missing tokenizer files are one line naming it."""
     from transformers import AutoTokenizer
 
-    # fix_mistral_regex=False silences a false "incorrect regex pattern" warning that
-    # transformers 4.57 prints for any folder saved by it; tokenization is unaffected.
-    return AutoTokenizer.from_pretrained(model_dir, fix_mistral_regex=False)
+    try:
+        # fix_mistral_regex=False silences a false "incorrect regex pattern" warning that
+        # transformers 4.57 prints for any folder saved by it; tokenization is unaffected.
+        return AutoTokenizer.from_pretrained(model_dir, fix_mistral_regex=False)
+    except Exception as exc:  # a damaged tokenizer.json, a missing vocabulary: many errors
+        files = ", ".join(TOKENIZER_FILES)
+        reason = first_line(exc) if any(_tokenizer_files(model_dir)) else f"none of {files}"
+        raise ModelNotFoundError(
+            f"{model_dir}: the tokenizer does not load ({reason}): save or copy the model "
+            "folder again"
+        ) from None
+
+
+# What a tokenizer is saved as: a fast tokenizer's file, or a slow one's vocabulary.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model")
+
+
+def _tokenizer_files(folder: Path) -> list[Path]:
+    return [path for pattern in TOKENIZER_FILES for path in Path(folder).glob(pattern)]
 
 
 def tokenize(tokenizer: Any, texts: list[str], *, max_length: int = 128) -> dict[str, np.ndarray]:

@@ -271,3 +271,36 @@ def test_search_resume_refuses_options_it_would_ignore(tmp_path: Path) -> None:
         kdcompress("search", "--resume", str(tmp_path), "--episodes", "3", "--seed", "7"), 2
     )
     assert "--episodes, --seed would be ignored" in line
+
+
+DISTILL_TINY = ["--steps", "1", "--arch-json", '{{"layers":1,"hidden":32,"heads":4,"ffn":64}}']
+
+
+@pytest.mark.parametrize(
+    ("command", "damage"),
+    [
+        (["export", "--model", "{model}", "--output", "{out}"], "weights"),
+        (["eval", "--quick", "--model", "{model}", "--output", "{out}"], "weights"),
+        (["distill", "--teacher", "{model}", *DISTILL_TINY, "--output", "{out}"], "weights"),
+        (["distill", "--teacher", "{model}", *DISTILL_TINY, "--output", "{out}"], "config"),
+    ],
+    ids=["export", "eval", "distill", "distill-config"],
+)
+def test_a_damaged_model_folder_is_one_line_before_any_work(
+    tmp_path: Path, tiny_bert: Path, command: list[str], damage: str
+) -> None:
+    import shutil
+
+    model = Path(shutil.copytree(tiny_bert, tmp_path / "model"))
+    if damage == "config":
+        (model / "config.json").write_text("garbage{")
+        damaged = "config.json: not a readable JSON model config"
+    else:
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:5000])
+        damaged = "model.safetensors: damaged weights file"
+    line = _one_line_error(
+        kdcompress(*[a.format(model=model, out=tmp_path / "out") for a in command]), 2
+    )
+    assert f"{model}/{damaged}" in line and "save or copy the model folder again" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -198,15 +198,14 @@ def run_distill(job: DistillJob) -> DistillResult | None:
     """
     from transformers import AutoConfig
 
-    from kdcompress.models import check_encoder, resolve_model
+    from kdcompress.models import resolve_model
 
     env = dist_env()
     with process_group(env):
         started = time.perf_counter()
         checkpoints = checkpoint_dir_for(job.output)
         agree(env, lambda: _prepare_output(job, checkpoints))
-        teacher_dir = resolve_model(job.teacher)
-        check_encoder(teacher_dir, role="teacher")
+        teacher_dir = resolve_model(job.teacher, role="teacher")
         config = AutoConfig.from_pretrained(teacher_dir)
         validate_arch(job.arch, teacher_config=config, init=job.init)
         corpus = _corpus(job, teacher_dir)
