@@ -16,6 +16,7 @@ from kdcompress.backends import Backend, BackendName, get_backend, parse_backend
 from kdcompress.console import info, status
 from kdcompress.errors import KDCompressError, UsageError, first_line, parse_choice
 from kdcompress.hardware import physical_cores
+from kdcompress.model_card import write_export_card
 from kdcompress.models import resolve_model
 from kdcompress.outputs import atomic_output_dir
 from kdcompress.parity import check_parity
@@ -105,6 +106,7 @@ def export_model(
                 threads=threads,
             )
         manifest.save(staging / MANIFEST)
+        write_export_card(staging, manifest, source=model_dir, path=output)
     info(f"[green]Exported[/] {model} -> {output / manifest.model_file}")
     return manifest
 

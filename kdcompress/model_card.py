@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdcompress.artifacts import DistillResult
+from kdcompress.artifacts import DistillResult, ExportManifest
 from kdcompress.assets import EMBEDDING_INFO, TEACHERS, EmbeddingInfo, read_embedding_info
 from kdcompress.outputs import atomic_write_text
 from kdcompress.st_format import TRANSFORMER_CONFIG, prompts_for
@@ -292,3 +292,45 @@ def _read_object(path: Path) -> dict[str, Any]:
         return {}
     data = json.loads(path.read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}
+
+
+def export_card_section(manifest: ExportManifest, *, export_path: str) -> str:
+    """The part of an export folder's model card that names its files and loads the deployable
+    one with sentence-transformers (``export_path``: where the folder lives)."""
+    backend = "onnx" if manifest.format == "onnx" else "openvino"
+    deployed = f"`{manifest.model_file}`"
+    if manifest.int8 is not None:
+        s = manifest.int8.settings
+        deployed += f" ({s.mode} int8 for the {s.preset} CPU preset, {s.method})"
+    lines = [
+        "## This export",
+        "",
+        f"{manifest.format} export ({manifest.backend} {manifest.backend_version}) of "
+        f"`{manifest.source_model}`. Deployable file: {deployed}, min cosine "
+        f"{manifest.parity.min_cosine:.4f} to PyTorch"
+        + (f"; fp32: `{manifest.fp32_file}`" if manifest.fp32_file != manifest.model_file else "")
+        + ". Latency, size, memory and quality against the teacher: `validation.md` here, "
+        "written by the validation that follows an export (`kdcompress validate` again).",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        "model = SentenceTransformer(",
+        f'    "{export_path}",',
+        f'    backend="{backend}",',
+        f'    model_kwargs={{"file_name": "{manifest.model_file}"}},',
+        ")",
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def write_export_card(folder: Path, manifest: ExportManifest, *, source: Path, path: Path) -> Path:
+    """``folder/README.md`` of an export: the source's model card (a title where it has none)
+    followed by :func:`export_card_section`; ``path`` is where the folder will live."""
+    card = source / MODEL_CARD
+    head = card.read_text(encoding="utf-8").rstrip() if card.is_file() else f"# {source.name}"
+    text = f"{head}\n\n{export_card_section(manifest, export_path=str(path))}\n"
+    target = folder / MODEL_CARD
+    atomic_write_text(target, text)
+    return target

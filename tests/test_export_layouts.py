@@ -40,6 +40,7 @@ def source(tiny_xlmr: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / EMBEDDING_INFO).write_text(json.dumps(info), encoding="utf-8")
     hidden = json.loads((folder / "config.json").read_text())["hidden_size"]
     write_sentence_transformers_files(folder, hidden=hidden, max_seq_length=64)
+    (folder / "README.md").write_text("# Student card\n\nWhat it is.\n", encoding="utf-8")
     return folder
 
 
@@ -83,6 +84,17 @@ def test_export_json_names_the_conventional_files(
         st_config["prompts"]["query"] == "query: " and st_config["default_prompt_name"] == "query"
     )
     assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 64
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_the_model_card_is_the_sources_with_this_exports_files(
+    exports: dict[ExportFormat, Path], fmt: ExportFormat
+) -> None:
+    card = (exports[fmt] / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("# Student card\n\nWhat it is.\n\n## This export\n")
+    assert f'backend="{BACKENDS[fmt]}"' in card
+    assert f'model_kwargs={{"file_name": "{INT8[fmt]}"}}' in card
+    assert "dynamic int8 for the" in card and "`validation.md`" in card
 
 
 @pytest.mark.parametrize("fmt", list(ExportFormat))
