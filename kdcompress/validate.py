@@ -41,6 +41,7 @@ DEFAULT_BATCH_SIZES = (1, 8)  # latency, and a throughput batch
 SUITES = ("none", "quick", "full")
 
 if TYPE_CHECKING:
+    from kdcompress.latency.predictor import LatencyModel
     from kdcompress.quality import EvalSettings
 
 
@@ -116,6 +117,7 @@ def validate_export(
         from kdcompress.quality import check_data
 
         check_data(_suite_settings(suite))
+    latency_model = _latency_model(profile)  # a bad profile fails now, not after the timing
     subject = _subject(export_dir, teacher, seq_lens)
     parity, fp32_parity, rows = _side_by_side(subject, batch_sizes, runs, rounds, threads)
     scores = _quality(suite, export_dir, subject.teacher_dir, subject.files, threads)
@@ -126,7 +128,7 @@ def validate_export(
         cpu=cpu_model(),
         threads=threads,
         teacher_export=str(subject.teacher_dir) if subject.teacher_dir else None,
-        predicted=_predicted(profile, subject.source_dir, subject.seq_lens, batch_sizes),
+        predicted=_predicted(latency_model, subject.source_dir, subject.seq_lens, batch_sizes),
         models=_summaries(subject, scores, memory=memory, threads=threads),
         fp32_parity=fp32_parity,
         eval_suite=suite,
@@ -338,17 +340,26 @@ def _latency_rows(
     return rows
 
 
-def _predicted(
-    profile: Path | None, source_dir: Path, seq_lens: tuple[int, ...], batch_sizes: tuple[int, ...]
-) -> tuple[PredictedLatency, ...]:
-    """What the hardware profile predicted for the student, where its grid covers the shape."""
+def _latency_model(profile: Path | None) -> LatencyModel | None:
     if profile is None:
-        return ()
+        return None
     from kdcompress.latency.predictor import LatencyModel
     from kdcompress.latency.schema import load_profile
+
+    return LatencyModel.from_profile(load_profile(profile))
+
+
+def _predicted(
+    model: LatencyModel | None,
+    source_dir: Path,
+    seq_lens: tuple[int, ...],
+    batch_sizes: tuple[int, ...],
+) -> tuple[PredictedLatency, ...]:
+    """What the hardware profile predicted for the student, where its grid covers the shape."""
+    if model is None:
+        return ()
     from kdcompress.models import teacher_arch
 
-    model = LatencyModel.from_profile(load_profile(profile))
     arch = teacher_arch(source_dir)
     predictions = []
     for batch in batch_sizes:

@@ -304,3 +304,24 @@ def test_a_damaged_model_folder_is_one_line_before_any_work(
     )
     assert f"{model}/{damaged}" in line and "save or copy the model folder again" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["export", "--teacher", "{tmp}/missing"], "model '{tmp}/missing' not found"),
+        (["export", "--teacher", "{tmp}"], "{tmp}: not a Hugging Face model folder"),
+        (["export", "--target", "{tmp}/p.json"], "--target {tmp}/p.json: no such file"),
+        (["export", "--no-validate", "--teacher", "me5-small"], "--teacher: only used by the"),
+        (["validate", "{tmp}", "--target", "{tmp}"], "--target {tmp}: no such file"),
+        (["validate", "{tmp}", "--teacher", "{tmp}/missing"], "model '{tmp}/missing' not found"),
+    ],
+)
+def test_teacher_and_target_are_checked_before_the_export_and_the_timing(
+    tmp_path: Path, tiny_bert: Path, args: list[str], message: str
+) -> None:
+    if args[0] == "export":
+        args = [*args, "--model", str(tiny_bert), "--output", "{tmp}/out"]
+    result = kdcompress(*[a.format(tmp=tmp_path) for a in args])
+    assert message.format(tmp=tmp_path) in _one_line_error(result, 2)
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ from kdcompress.cli.options import (
     SeqLenOption,
     TargetOption,
     ThreadsOption,
+    check_compared,
     check_shapes,
     hold_output,
 )
@@ -117,6 +118,7 @@ def export(
     from kdcompress.validate import parse_suite
 
     check_shapes(seq_len, batch, model=Path(model))
+    _check_validation_options(validate, teacher, target)
     fmt = parse_format(format)
     mode = parse_quantization(quantize)
     suite = parse_suite(eval_suite)
@@ -147,6 +149,19 @@ def export(
         show_int8(manifest.int8, manifest.fp32_parity)
     if validate:
         _validate(output, teacher, target, seq_len, batch, threads, suite=suite)
+
+
+def _check_validation_options(validate: bool, teacher: str | None, target: Path | None) -> None:
+    """--teacher and --target serve the validation: checked before the export, refused without
+    it (they would be ignored)."""
+    if validate:
+        check_compared(teacher, target)
+        return
+    ignored = [name for name, value in (("--teacher", teacher), ("--target", target)) if value]
+    if ignored:
+        raise UsageError(
+            f"{', '.join(ignored)}: only used by the validation, which --no-validate skips"
+        )
 
 
 def _quantize_options(
@@ -254,6 +269,7 @@ def validate(
     from kdcompress.validate import parse_suite
 
     check_shapes(seq_len, batch, model=export_dir)
+    check_compared(teacher, target)
     suite = parse_suite(eval_suite)
     if export_dir.is_dir():  # else validate_export says what is missing
         hold_output(ctx, export_dir)

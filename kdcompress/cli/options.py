@@ -102,6 +102,32 @@ def _model_positions(model: Path) -> int | None:
         return None  # not a local folder, or no position table: the model is checked later
 
 
+def check_compared(teacher: str | None, target: Path | None) -> None:
+    """--teacher and --target of ``export`` and ``validate``, before an export is written or
+    anything is timed: a teacher that is neither an export folder nor a model, a target that is
+    no hardware profile."""
+    from kdcompress.errors import ArtifactError
+    from kdcompress.latency.schema import read_profile
+
+    if target is not None:
+        try:
+            read_profile(target)
+        except ArtifactError as exc:
+            raise UsageError(f"--target {exc}") from None
+    if teacher is not None:
+        _check_teacher(teacher)
+
+
+def _check_teacher(teacher: str) -> None:
+    from kdcompress.artifacts import MANIFEST
+    from kdcompress.assets import TEACHERS
+    from kdcompress.models import resolve_model
+
+    if (Path(teacher).expanduser() / MANIFEST).is_file() or teacher in TEACHERS:
+        return  # an export folder, or a built-in teacher (fetched when it is exported)
+    resolve_model(teacher)  # a local folder is checked whole; a hub id fetched or refused
+
+
 def check_device(device: str) -> None:
     if device.lower() != "cpu":
         raise UsageError(f"unknown device '{device}': only 'cpu' is supported")

@@ -183,11 +183,18 @@ class HardwareProfile(Artifact):
     noise: float = 0.0  # median relative spread (p90 - p50) / p50 over all measurements
 
 
-def load_profile(path: Path, *, strict: bool = False) -> HardwareProfile:
-    """Read a profile; warn (or, with ``strict``, fail) when it describes another machine."""
+def read_profile(path: Path) -> HardwareProfile:
+    """Read a profile that holds a fitted latency model (no comparison with this machine): how
+    an option naming one is checked before any work."""
     profile = HardwareProfile.load(path)
     if profile.fit is None:
         raise ArtifactError(f"{path}: the profile has no fitted latency model")
+    return profile
+
+
+def load_profile(path: Path, *, strict: bool = False) -> HardwareProfile:
+    """Read a profile; warn (or, with ``strict``, fail) when it describes another machine."""
+    profile = read_profile(path)
     from kdcompress.backends import get_backend
 
     differences = profile.fingerprint.differences(DeviceFingerprint.current())
