@@ -168,6 +168,18 @@ def test_mutation_and_unknown_controller() -> None:
         make_controller("bayes", space, 0)
 
 
+def test_budgets_the_teacher_meets_are_one_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    runner.warn_loose_budgets((1.0, 5.0, 9.0), teacher_ms=5.0)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert (
+        "--latency-budget-ms 5, 9: at or above the teacher's own predicted latency (5 ms)"
+        in lines[0]
+    )
+    runner.warn_loose_budgets((1.0,), teacher_ms=5.0)
+    assert capsys.readouterr().err == ""
+
+
 def test_pareto_front_and_budgets() -> None:
     def cand(latency: float, loss: float) -> runner.Candidate:
         arch = StudentArch(1, 64, 1, int(latency * 64))
@@ -215,10 +227,14 @@ def tiny_search(
 
 
 def test_search_end_to_end_on_a_tiny_teacher(
-    tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_xlmr: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     s = tiny_search(tiny_xlmr, tmp_path, monkeypatch)
     result = runner.run_search(settings=s, output=tmp_path / "run")
+    assert "--latency-budget-ms 1e+06: at or above the teacher's own" in capsys.readouterr().err
     assert len(result.ranked) == 6
     assert all(c.proxy_loss >= 0 and math.isfinite(c.reward) for c in result.ranked)
     assert result.recommendations[0].arch is not None

@@ -298,6 +298,16 @@ def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
     return front
 
 
+def warn_loose_budgets(budgets_ms: tuple[float, ...], teacher_ms: float) -> None:
+    """One line, before the search, for budgets the uncompressed teacher already meets."""
+    loose = [f"{ms:g}" for ms in budgets_ms if ms >= teacher_ms]
+    if loose:
+        warn(
+            f"--latency-budget-ms {', '.join(loose)}: at or above the teacher's own predicted "
+            f"latency ({teacher_ms:.3g} ms), so no speedup is asked for; choose a budget below it"
+        )
+
+
 def budgets(settings: SearchSettings, teacher_latency_ms: float) -> list[tuple[str, float]]:
     if settings.budgets_ms:
         return [(f"{ms:g}ms", ms) for ms in settings.budgets_ms]
@@ -415,6 +425,7 @@ def run_search(
     )
     for arch in settings.space.architectures():  # fail now, not mid-search, if off-grid
         latency_model.predict_ms(arch, seq_len=settings.seq_len)
+    warn_loose_budgets(settings.budgets_ms, teacher_ms)
     use_ray = parse_executor(executor_name) is ExecutorName.RAY
     if use_ray:
         import_ray()  # a missing Ray fails before anything is written
