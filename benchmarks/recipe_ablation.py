@@ -58,6 +58,11 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
         ["--passages", "0.15", "--max-length", "256"],
         "xling-passages",
     ),
+    "general-lr1e-3": (
+        "lr 1e-3 + 25% general-domain sentences (news, speeches)",
+        ["--lr", "1e-3", "--general", "0.25"],
+        "xling-general",
+    ),
 }
 
 
@@ -67,7 +72,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--arch-json", default=ARCH)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", default="3e-4", help="the default recipe's learning rate")
+    parser.add_argument(
+        "--lr", default="3e-4", help="learning rate of the rows without their own (as measured)"
+    )
     parser.add_argument("--only", nargs="*", default=None, help="variants to run, in order")
     parser.add_argument("--output", type=Path, default=Path("runs/ablation"))
     return parser.parse_args()

@@ -49,7 +49,7 @@ def distill(
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Sentences per optimizer step.")] = 32,
     lr: Annotated[
-        float | None, typer.Option(min=0.0, help="Peak learning rate (AdamW) [default: 3e-4].")
+        float | None, typer.Option(min=0.0, help="Peak learning rate (AdamW) [default: 1e-3].")
     ] = None,
     max_length: Annotated[int, typer.Option(min=4, help="Tokens per sentence, at most.")] = 64,
     languages: Annotated[
