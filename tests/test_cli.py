@@ -325,3 +325,26 @@ def test_teacher_and_target_are_checked_before_the_export_and_the_timing(
     result = kdcompress(*[a.format(tmp=tmp_path) for a in args])
     assert message.format(tmp=tmp_path) in _one_line_error(result, 2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_stopped_during_its_validation_says_how_to_validate_it(
+    tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from kdcompress.cli import app
+    from kdcompress.errors import Interrupted, OutputExistsError
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("kdcompress.cli.export._validate", stopped)
+    out = tmp_path / "out"
+    args = ["export", "--model", str(tiny_bert), "--output", str(out), "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, Interrupted)
+    hint = f"`kdcompress validate {out}` validates it"
+    assert str(result.exception) == f"interrupted; the export in {out} is complete: {hint}"
+    result = CliRunner().invoke(app, args)  # as after a kill -9 during the validation
+    assert isinstance(result.exception, OutputExistsError)
+    assert f"run `kdcompress validate {out}`, or pass --overwrite" in str(result.exception)

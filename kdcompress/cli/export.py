@@ -20,7 +20,7 @@ from kdcompress.cli.options import (
     hold_output,
 )
 from kdcompress.console import info
-from kdcompress.errors import UsageError
+from kdcompress.errors import Interrupted, KDCompressError, OutputExistsError, UsageError
 
 if TYPE_CHECKING:
     from kdcompress.quantize import Quantization, QuantizeOptions
@@ -136,6 +136,8 @@ def export(
         suffix = "" if mode is Quantization.NONE else f"-int8-{mode}"
         output = Path("exports") / f"{Path(model).name}-{fmt}{suffix}"
     hold_output(ctx, output)
+    if not overwrite:
+        _refuse_unvalidated(output)
     manifest = export_model(
         model=model,
         fmt=fmt,
@@ -148,7 +150,31 @@ def export(
     if manifest.int8 is not None:
         show_int8(manifest.int8, manifest.fp32_parity)
     if validate:
-        _validate(output, teacher, target, seq_len, batch, threads, suite=suite)
+        try:
+            _validate(output, teacher, target, seq_len, batch, threads, suite=suite)
+        except (KeyboardInterrupt, KDCompressError) as exc:
+            raise _unvalidated(exc, output) from exc
+
+
+def _refuse_unvalidated(output: Path) -> None:
+    """An export whose validation was stopped (killed) is not exported again by accident."""
+    from kdcompress.artifacts import MANIFEST
+    from kdcompress.validate import REPORT
+
+    if (output / MANIFEST).is_file() and not (output / REPORT).is_file():
+        raise OutputExistsError(
+            f"{output} holds an export that was never validated (stopped during its "
+            f"validation?): run `kdcompress validate {output}`, or pass --overwrite"
+        )
+
+
+def _unvalidated(exc: BaseException, output: Path) -> KDCompressError:
+    """The error of a validation that stopped, saying the export itself is complete."""
+    hint = f"the export in {output} is complete: `kdcompress validate {output}` validates it"
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(f"interrupted; {hint}")
+    assert isinstance(exc, KDCompressError)
+    return type(exc)(f"{exc}; {hint}")
 
 
 def _check_validation_options(validate: bool, teacher: str | None, target: Path | None) -> None:
