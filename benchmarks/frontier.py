@@ -37,7 +37,14 @@ from typing import Any
 
 from common import KDCOMPRESS, call
 
-from kdcompress.artifacts import STUDENT_FP32, STUDENT_INT8, TEACHER, StudentArch
+from kdcompress.artifacts import (
+    STUDENT_FP32,
+    STUDENT_INT8,
+    TEACHER,
+    Frontier,
+    FrontierPoint,
+    StudentArch,
+)
 from kdcompress.hardware import cpu_model
 from kdcompress.outputs import atomic_write_text
 
@@ -129,11 +136,15 @@ def teacher_itself(args: argparse.Namespace, _folder: Path) -> Path:
     return resolve_model(args.teacher)
 
 
+# Shapes chosen by their measured speed (random weights, ONNX Runtime fp32, batch 1, seq 128,
+# AMD EPYC Zen 4): 3L x 384 x 1536 3.7x, 2L x 384 x 768 7.0x, 2L x 384 x 512 7.7x,
+# 1L x 384 x 1536 10.9x, 1L x 384 x 768 13.9x, 1L x 256 x 512 28x.
 ROWS = (
     Row("student-2x", "student 6L x 384", student(StudentArch(6, 384, 12, 1536))),
-    Row("student-4x", "student 3L x 384", student(StudentArch(3, 384, 12, 1536))),
-    Row("student-7x", "student 2L x 384, FFN 768", student(StudentArch(2, 384, 12, 768))),
+    Row("student-4x", "student 3L x 384, FFN 1152", student(StudentArch(3, 384, 12, 1152))),
+    Row("student-7x", "student 2L x 384, FFN 512", student(StudentArch(2, 384, 12, 512))),
     Row("student-10x", "student 1L x 384", student(StudentArch(1, 384, 12, 1536))),
+    Row("student-15x", "student 1L x 384, FFN 384", student(StudentArch(1, 384, 12, 384))),
     Row("student-20x", "student 1L x 256, FFN 512", student(StudentArch(1, 256, 8, 512))),
     Row("handpicked-7x", "hand-picked 4L x 256, FFN 1024", student(StudentArch(4, 256, 8, 1024))),
     Row("truncated-6", "teacher, first 6 layers, no training", truncated(6)),
@@ -142,7 +153,6 @@ ROWS = (
     Row("truncated-1", "teacher, first layer, no training", truncated(1)),
     Row("teacher-int8", "teacher, ONNX Runtime int8 (dynamic)", teacher_itself),
 )
-
 
 # ----------------------------------------------------------------------------- measuring
 
@@ -306,6 +316,32 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def frontier(rows: list[dict[str, Any]], args: argparse.Namespace) -> Frontier:
+    """The rows as the artifact run reports plot (copy it to kdcompress/reference/ as
+    ``frontier-TEACHER.json`` to ship it)."""
+    points = []
+    for row in rows:
+        for kind in ("fp32", "int8"):
+            part = row.get(kind, {})
+            speedup, retention = part.get("speedup", {}).get("128"), part.get("retention")
+            if (
+                speedup
+                and retention is not None
+                and (kind == "fp32" or row["name"] == "teacher-int8")
+            ):
+                name = row["name"] if kind == "fp32" else f"{row['name']} int8"
+                points.append(FrontierPoint(name, row["what"], speedup, retention))
+    return Frontier(
+        teacher=args.teacher,
+        cpu=cpu_model(),
+        suite=args.suite,
+        runtime="ONNX Runtime fp32",
+        batch=1,
+        seq_len=128,
+        points=tuple(points),
+    )
+
+
 def _speed(row: dict[str, Any]) -> float:
     return float(row.get("fp32", {}).get("speedup", {}).get("128") or 0.0)
 
@@ -385,6 +421,7 @@ def main() -> None:
     rows = [json.loads(p.read_text()) for p in sorted((args.output / "rows").glob("*.json"))]
     text = table(rows, args)
     atomic_write_text(args.output / "frontier.md", text)
+    frontier(rows, args).save(args.output / "frontier.json")
     plot(rows, args.output / "frontier.png")
     if args.benchmarks_md is not None:
         write_benchmarks(args.benchmarks_md, text)

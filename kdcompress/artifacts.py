@@ -502,3 +502,26 @@ class DistillResult(Artifact):
     final_cosine: float | None = None  # student vs teacher sentence embeddings, eval sentences
     passages: float = 0.0  # share of multi-verse passages among the training items
     general: float = 0.0  # share of general-domain sentences (news, speeches) among them
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontierPoint:
+    name: str
+    what: str
+    speedup: float  # measured, vs the teacher's fp32 on the same runtime
+    retention: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Frontier(Artifact):
+    """A quality-vs-speed frontier measured by ``benchmarks/frontier.py`` (reports plot it)."""
+
+    kind = "frontier"
+
+    teacher: str
+    cpu: str
+    suite: str
+    runtime: str
+    batch: int
+    seq_len: int
+    points: tuple[FrontierPoint, ...]

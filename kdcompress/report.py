@@ -18,6 +18,7 @@ from kdcompress.artifacts import (
     TEACHER,
     DistillResult,
     ExportManifest,
+    Frontier,
     Int8Attempt,
     QuantizationReport,
     ValidationReport,
@@ -153,7 +154,8 @@ def _validation(run_dir: Path) -> list[str]:
         report = ValidationReport.load(path)
         name = path.parent.name
         lines += validation_markdown(report, heading=name)
-        lines += _quality_latency(report, run_dir / f"quality-latency-{name}.png")
+        png = run_dir / f"quality-latency-{name}.png"
+        lines += _quality_latency(report, png, reference_frontier(_teacher_of(run_dir)))
         lines += _int8_attempts(path.parent / MANIFEST)
     return lines
 
@@ -162,8 +164,26 @@ def _validation(run_dir: Path) -> list[str]:
 _PLOTTED = {TEACHER: "tab:gray", STUDENT_FP32: "tab:blue", STUDENT_INT8: "tab:orange"}
 
 
-def _quality_latency(report: ValidationReport, png: Path) -> list[str]:
-    """Retention against *measured* latency (batch 1, longest input) for each model."""
+def _teacher_of(run_dir: Path) -> str | None:
+    path = run_dir / "student" / "distill.json"
+    return DistillResult.load(path).teacher if path.is_file() else None
+
+
+def reference_frontier(teacher: str | None) -> Frontier | None:
+    """The frontier the project measured for ``teacher`` (``benchmarks/frontier.py``), if any."""
+    from importlib import resources
+
+    if teacher is None:
+        return None
+    found = resources.files("kdcompress") / "reference" / f"frontier-{teacher}.json"
+    return Frontier.load(Path(str(found))) if found.is_file() else None
+
+
+def _quality_latency(
+    report: ValidationReport, png: Path, frontier: Frontier | None = None
+) -> list[str]:
+    """Retention against *measured* latency (batch 1, longest input) for each model, and the
+    reference frontier of the teacher placed at this run's teacher latency."""
     batch = min(row.batch for row in report.latency)
     seq_len = max(row.seq_len for row in report.latency)
     points = {}
@@ -174,14 +194,37 @@ def _quality_latency(report: ValidationReport, png: Path) -> list[str]:
             points[name] = (ms, quality * 100)
     if len(points) < 2:
         return []
-    _save_png(_quality_figure(points, batch, seq_len), png)
-    return [
+    teacher_ms = points.get(TEACHER, (None, None))[0]
+    reference = frontier if frontier is not None and teacher_ms is not None else None
+    fig = _quality_figure(points, batch, seq_len)
+    lines = [
         f"Quality (retention of the teacher's scores) against the latency measured above, "
         f"batch {batch}, seq {seq_len}:",
         "",
-        f"![quality against measured latency]({png.name})",
-        "",
     ]
+    if reference is not None and teacher_ms is not None:
+        _draw_frontier(fig, reference, teacher_ms)
+        lines += [
+            f"Grey: the reference frontier of {reference.teacher} ({reference.suite} suite, "
+            f"measured on {reference.cpu}, `benchmarks/frontier.py`), each point at this run's "
+            "teacher latency divided by its measured speedup.",
+            "",
+        ]
+    _save_png(fig, png)
+    return [*lines, f"![quality against measured latency]({png.name})", ""]
+
+
+def _draw_frontier(fig: Figure, frontier: Frontier, teacher_ms: float) -> None:
+    ax = fig.axes[0]
+    points = sorted((teacher_ms / p.speedup, 100 * p.retention, p.name) for p in frontier.points)
+    ax.plot([x for x, _, _ in points], [y for _, y, _ in points], "o", color="0.6", ms=4, zorder=2)
+    for x, y, name in points:
+        ax.annotate(
+            name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6, color="0.4"
+        )
+    low, high = ax.get_xlim()
+    ax.set_xlim(min(low, points[0][0] / 1.5), max(high, points[-1][0] * 1.5))
+    ax.set_ylim(min(ax.get_ylim()[0], min(y for _, y, _ in points) - 5), 108)
 
 
 def _quality_figure(points: dict[str, tuple[float, float]], batch: int, seq_len: int) -> Figure:

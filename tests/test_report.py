@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from kdcompress.artifacts import (
     Int8Attempt,
@@ -170,3 +171,25 @@ def test_no_plot_without_quality_scores(tmp_path: Path) -> None:
     markdown = build_markdown(run)
     assert "quality against measured latency" not in markdown
     assert "## Hardware profile" not in markdown and "int8 attempts" not in markdown
+
+
+def test_the_teachers_reference_frontier_is_drawn_at_this_runs_latency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdcompress import report
+    from kdcompress.artifacts import Frontier, FrontierPoint
+
+    run = _run_dir(tmp_path)
+    assert "reference frontier" not in build_markdown(run)  # no distill.json: teacher unknown
+    points = (FrontierPoint("student-7x", "2L", 7.5, 0.91), FrontierPoint("m2v", "m", 500, 0.6))
+    frontier = Frontier("me5-small", "AMD EPYC", "full", "ONNX Runtime fp32", 1, 128, points)
+    monkeypatch.setattr(report, "reference_frontier", lambda teacher: frontier)
+    markdown = build_markdown(run)
+    assert "Grey: the reference frontier of me5-small (full suite, measured on AMD EPYC" in markdown
+    assert (run / "quality-latency-export-onnx.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_reference_frontiers_are_found_by_teacher_name() -> None:
+    from kdcompress.report import reference_frontier
+
+    assert reference_frontier(None) is None and reference_frontier("no-such-teacher") is None
