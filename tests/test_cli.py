@@ -348,3 +348,22 @@ def test_an_export_stopped_during_its_validation_says_how_to_validate_it(
     result = CliRunner().invoke(app, args)  # as after a kill -9 during the validation
     assert isinstance(result.exception, OutputExistsError)
     assert f"run `kdcompress validate {out}`, or pass --overwrite" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["distill", "--steps", "0", "--output", "o"], "Invalid value for '--steps'"),
+        (["eval", "--model", "m", "--threads", "two"], "Invalid value for '--threads'"),
+        (["export", "--bogus"], "No such option: --bogus"),
+        (["report"], "Missing argument 'run_dir'"),
+        (["cache", "verify", "--fix", "x", "--bogus"], "No such option: --bogus"),
+        (["nosuchcommand"], "No such command 'nosuchcommand'"),
+    ],
+)
+def test_options_refused_by_the_parser_are_one_line_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    line = _one_line_error(kdcompress(*args, cwd=tmp_path), 2)
+    assert message in line and "--help`)" in line
+    assert list(tmp_path.iterdir()) == []

@@ -6,18 +6,21 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError  # Click as typer 0.29 vendors it
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from kdcompress import __version__
 from kdcompress.console import error, info
-from kdcompress.errors import Interrupted, KDCompressError
+from kdcompress.errors import Interrupted, KDCompressError, UsageError
 
 
 class _Commands(TyperGroup):
     """Turns Ctrl-C inside a command into Interrupted: one line and exit code 130 (``main``).
 
     Typer would exit 130 without a word; a Ctrl-C still unwinds the command first, so locks
-    are released and staging folders removed.
+    are released and staging folders removed. Click's errors about a command's options, a
+    box of five lines, become one line as well.
     """
 
     def invoke(self, ctx: Any) -> Any:
@@ -25,6 +28,19 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise Interrupted("interrupted") from None
+        except NoArgsIsHelpError:
+            raise  # a command group called bare: its help
+        except TyperException as exc:  # a command's options rejected by Click: not a box
+            raise _one_line(exc) from None
+
+
+def _one_line(exc: TyperException) -> KDCompressError:
+    """Click's error about a command's options (unknown, missing, out of range) as one line;
+    a usage error keeps exit code 2."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    kind = UsageError if exc.exit_code == UsageError.exit_code else KDCompressError
+    return kind(" ".join(exc.format_message().split()) + where)
 
 
 app = typer.Typer(
