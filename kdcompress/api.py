@@ -23,12 +23,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdcompress.catalog import DEFAULT_TEACHER
+
 if TYPE_CHECKING:
     from kdcompress.artifacts import DistillResult, ExportManifest, StudentArch, ValidationReport
     from kdcompress.latency.schema import HardwareProfile
     from kdcompress.search.runner import SearchResult
-
-DEFAULT_TEACHER = "me5-small"
 
 
 def profile(

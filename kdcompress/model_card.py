@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from kdcompress.artifacts import DistillResult, ExportManifest
-from kdcompress.assets import EMBEDDING_INFO, TEACHERS, EmbeddingInfo, read_embedding_info
+from kdcompress.assets import EMBEDDING_INFO, EmbeddingInfo, read_embedding_info
+from kdcompress.catalog import TEACHERS
 from kdcompress.outputs import atomic_write_text
 from kdcompress.st_format import TRANSFORMER_CONFIG, prompts_for
 

@@ -19,7 +19,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def _builtin_names() -> list[str]:
-    from kdcompress.assets import TEACHERS
+    from kdcompress.catalog import TEACHERS
 
     return sorted(TEACHERS)
 

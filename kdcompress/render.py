@@ -63,7 +63,8 @@ def validation_tables(report: ValidationReport) -> None:
 
 
 def teachers_table() -> None:
-    from kdcompress.assets import DEFAULT_TEACHER, TEACHERS, is_cached
+    from kdcompress.assets import is_cached
+    from kdcompress.catalog import DEFAULT_TEACHER, TEACHERS
 
     table = Table(title="Built-in offline teachers")
     for column in ("name", "languages", "layers", "hidden", "params", "license", "cached"):

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kdcompress import assets, e5s1
+from kdcompress import assets, catalog, e5s1
 from kdcompress.cli import app
 from kdcompress.errors import ArtifactError, ModelNotFoundError, UsageError
 
@@ -430,7 +430,7 @@ def test_mpnet_builder_joins_the_split_zip(tmp_path: Path) -> None:
 
 
 def test_catalogue_is_consistent() -> None:
-    assert assets.DEFAULT_TEACHER in assets.TEACHERS
+    assert catalog.DEFAULT_TEACHER in assets.TEACHERS
     for name, spec in assets.ASSETS.items():
         assert name == spec.name and callable(getattr(assets, spec.builder))
         assert all(package in assets.PINS for package in spec.packages)

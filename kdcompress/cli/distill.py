@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from kdcompress.catalog import DEFAULT_TEACHER
 from kdcompress.cli.app import app
 from kdcompress.cli.options import OverwriteOption, TeacherOption, hold_output
 from kdcompress.errors import UsageError
@@ -19,7 +20,7 @@ def distill(
     output: Annotated[
         Path, typer.Option(help="Student folder to create (a Hugging Face model folder).")
     ],
-    teacher: TeacherOption = "me5-small",
+    teacher: TeacherOption = DEFAULT_TEACHER,
     arch: Annotated[
         str | None,
         typer.Option(

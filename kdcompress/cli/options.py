@@ -120,7 +120,7 @@ def check_compared(teacher: str | None, target: Path | None) -> None:
 
 def _check_teacher(teacher: str) -> None:
     from kdcompress.artifacts import MANIFEST
-    from kdcompress.assets import TEACHERS
+    from kdcompress.catalog import TEACHERS
     from kdcompress.models import resolve_model
 
     if (Path(teacher).expanduser() / MANIFEST).is_file() or teacher in TEACHERS:

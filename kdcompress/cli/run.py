@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from kdcompress.catalog import DEFAULT_TEACHER
 from kdcompress.cli.app import app
 from kdcompress.cli.options import TeacherOption, ThreadsOption, check_device, hold_output
 
@@ -15,7 +16,7 @@ from kdcompress.cli.options import TeacherOption, ThreadsOption, check_device, h
 def run(
     ctx: typer.Context,
     output: Annotated[Path, typer.Option(help="Run directory (re-running resumes it).")],
-    teacher: TeacherOption = "me5-small",
+    teacher: TeacherOption = DEFAULT_TEACHER,
     device: Annotated[str, typer.Option(help="Target device (only cpu today).")] = "cpu",
     backend: Annotated[
         str, typer.Option(help="Deployment runtime: onnxruntime or openvino.")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from kdcompress.catalog import DEFAULT_TEACHER
 from kdcompress.cli.app import app
 from kdcompress.cli.options import OverwriteOption, TeacherOption, check_positive, hold_output
 from kdcompress.errors import UsageError
@@ -20,7 +21,7 @@ def search(
         Path | None, typer.Option(help="Hardware profile JSON (from `kdcompress profile`).")
     ] = None,
     output: Annotated[Path | None, typer.Option(help="Run directory for the search.")] = None,
-    teacher: TeacherOption = "me5-small",
+    teacher: TeacherOption = DEFAULT_TEACHER,
     space: Annotated[
         Path | None, typer.Option(help="Search space JSON (default: the built-in space).")
     ] = None,
