@@ -148,7 +148,7 @@ def export_and_validate(
     """The student exported (fp32 + int8) and validated side by side with the teacher (whose
     export and scores the validation keeps in the cache, so both students share them)."""
     from kdcompress.export import ExportFormat, format_for_backend, teacher_export
-    from kdcompress.hardware import physical_cores
+    from kdcompress.hardware import threads_or_default
     from kdcompress.pipeline import export_stage
     from kdcompress.quantize import QuantizeOptions, parse_quantization
     from kdcompress.validate import REPORT, validate_export
@@ -165,7 +165,7 @@ def export_and_validate(
         pass
     return validate_export(
         export_dir=out,
-        teacher=teacher_export(args.teacher, args.backend, args.threads or physical_cores()),
+        teacher=teacher_export(args.teacher, args.backend, threads_or_default(args.threads)),
         profile=args.target,
         threads=args.threads,
         quality=suite,

@@ -133,10 +133,10 @@ def validate(
     """Parity, latency side by side with the teacher, size, memory and quality of an export
     (``kdcompress validate``); the teacher is exported to the same runtime once and cached."""
     from kdcompress.export import teacher_export
-    from kdcompress.hardware import physical_cores
+    from kdcompress.hardware import threads_or_default
     from kdcompress.validate import read_manifest, validate_export
 
-    threads = threads or physical_cores()
+    threads = threads_or_default(threads)
     teacher_dir = None
     if teacher is not None:
         teacher_dir = teacher_export(teacher, read_manifest(export_dir).backend, threads)

@@ -15,7 +15,7 @@ from kdcompress.assets import EMBEDDING_INFO
 from kdcompress.backends import Backend, BackendName, get_backend, parse_backend_name
 from kdcompress.console import info, status
 from kdcompress.errors import KDCompressError, UsageError, first_line, parse_choice
-from kdcompress.hardware import physical_cores
+from kdcompress.hardware import threads_or_default
 from kdcompress.model_card import write_export_card
 from kdcompress.models import resolve_model
 from kdcompress.outputs import atomic_output_dir
@@ -78,7 +78,7 @@ def export_model(
     """
     model_dir = resolve_model(model)
     backend = get_backend(FORMAT_BACKEND[fmt])
-    threads = threads or physical_cores()
+    threads = threads_or_default(threads)
     if quantize is not None and quantize.mode is Quantization.NONE:
         quantize = None
     calibration = None

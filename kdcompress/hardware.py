@@ -17,6 +17,12 @@ def _cpuinfo() -> str:
         return ""
 
 
+def threads_or_default(threads: int | None) -> int:
+    """The thread count to run a model with: the one asked for, else one per physical core
+    (the one place this default is decided; every stage and command goes through it)."""
+    return threads or physical_cores()
+
+
 @cache
 def physical_cores() -> int:
     """Physical cores usable by this process (hyper-threads do not speed up GEMMs)."""

@@ -30,7 +30,7 @@ from kdcompress.encoding import (
     synthetic_batch,
 )
 from kdcompress.errors import ArtifactError, UsageError
-from kdcompress.hardware import cpu_model, physical_cores
+from kdcompress.hardware import cpu_model, threads_or_default
 from kdcompress.outputs import atomic_write_text
 from kdcompress.parity import check_parity, model_bytes
 
@@ -111,7 +111,7 @@ def validate_export(
     ``profile``, the latency the hardware profile predicted for the student is reported next
     to the measurement. Writes ``validation.json`` and ``validation.md`` into ``export_dir``.
     """
-    threads = threads or physical_cores()
+    threads = threads_or_default(threads)
     suite = parse_suite(quality)
     if suite != "none":  # missing evaluation data fails now, not after minutes of timing
         from kdcompress.quality import check_data

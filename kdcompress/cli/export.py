@@ -234,7 +234,7 @@ def _validate(
     memory: bool = True,
 ) -> None:
     from kdcompress.export import teacher_export
-    from kdcompress.hardware import physical_cores
+    from kdcompress.hardware import threads_or_default
     from kdcompress.render import validation_tables
     from kdcompress.validate import (
         DEFAULT_BATCH_SIZES,
@@ -244,7 +244,7 @@ def _validate(
         validate_export,
     )
 
-    threads = threads or physical_cores()
+    threads = threads_or_default(threads)
     teacher_dir = None
     if teacher is not None:  # compared on the student's runtime: exported there once, cached
         teacher_dir = teacher_export(teacher, read_manifest(export_dir).backend, threads)

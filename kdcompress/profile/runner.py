@@ -12,7 +12,7 @@ from kdcompress.artifacts import Artifact
 from kdcompress.backends import get_backend
 from kdcompress.console import info, progress, warn
 from kdcompress.errors import ArtifactError, OutputExistsError, UsageError
-from kdcompress.hardware import physical_cores
+from kdcompress.hardware import threads_or_default
 from kdcompress.latency.predictor import (
     FEATURES,
     BlockTable,
@@ -71,7 +71,7 @@ def make_settings(
         raise UsageError("sequence lengths and batch sizes must be positive")
     return ProfileSettings(
         backend=get_backend(backend).name.value,
-        threads=threads or physical_cores(),
+        threads=threads_or_default(threads),
         seq_lens=tuple(sorted(set(seq_lens))) or ((128,) if quick else (32, 128)),
         batch_sizes=tuple(sorted(set(batch_sizes))),
         vocab=vocab,

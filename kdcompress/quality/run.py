@@ -105,7 +105,7 @@ def run_eval(
     Everything that can be refused (settings, reference, output path, data) is checked before
     the model runs.
     """
-    from kdcompress.hardware import physical_cores
+    from kdcompress.hardware import threads_or_default
 
     started = time.perf_counter()
     check_settings(settings)
@@ -117,7 +117,7 @@ def run_eval(
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
     plan = load_plan(settings)
-    threads = threads or physical_cores()
+    threads = threads_or_default(threads)
     with open_model(source, threads=threads) as (loaded, version):
         tasks = _score(loaded, source, plan, settings, batch_size)
     report = EvalReport(
