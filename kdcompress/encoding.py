@@ -87,14 +87,24 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.clip(norms, 1e-12, None)
 
 
+def longest_input(config: dict[str, Any]) -> int:
+    """The most tokens a model's position table takes (from its ``config.json``): RoBERTa-style
+    models number positions from after the padding id, so they take ``pad_token_id + 1`` fewer.
+    The one rule for every stage and command."""
+    positions = int(config.get("max_position_embeddings", 512))
+    if config.get("model_type") in _ROBERTA_LIKE:
+        positions -= int(config.get("pad_token_id", 1)) + 1
+    return positions
+
+
+def read_longest_input(model_dir: Path) -> int:
+    """:func:`longest_input` of a model folder."""
+    return longest_input(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
+
+
 def max_positions(config_dir: Path, tokenizer: Any) -> int:
-    """Longest input the model takes: its position table (RoBERTa starts after the pad id)."""
+    """Longest input the model takes: its position table, and its tokenizer's limit."""
     limit = int(min(getattr(tokenizer, "model_max_length", 512) or 512, 1_000_000))
-    config_file = config_dir / "config.json"
-    if config_file.is_file():
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        positions = int(config.get("max_position_embeddings", limit))
-        if config.get("model_type") in _ROBERTA_LIKE:
-            positions -= int(config.get("pad_token_id", 1)) + 1
-        limit = min(limit, positions)
+    if (config_dir / "config.json").is_file():
+        limit = min(limit, read_longest_input(config_dir))
     return limit

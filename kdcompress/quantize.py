@@ -46,6 +46,7 @@ from kdcompress.artifacts import (
 from kdcompress.backends import Backend, BackendName, LoadedModel
 from kdcompress.backends.int8 import Int8Backend, Int8Setup
 from kdcompress.console import info, status, warn
+from kdcompress.encoding import read_longest_input
 from kdcompress.errors import (
     ArtifactError,
     KDCompressError,
@@ -251,7 +252,7 @@ def load_calibration(model_dir: Path, options: QuantizeOptions) -> Calibration:
     if not sentences:
         raise UsageError("static quantization needs calibration text: the corpus yielded none")
     prefix = read_embedding_info(model_dir).text_prefix
-    max_length = min(CALIBRATION_MAX_LENGTH, _max_seq_len(model_dir))
+    max_length = min(CALIBRATION_MAX_LENGTH, read_longest_input(model_dir))
     return Calibration(tuple(prefix + s for s in sentences), tokenizer, max_length)
 
 
@@ -504,7 +505,7 @@ def speed_check(
     from kdcompress.encoding import synthetic_batch
 
     config = json.loads((model_dir / "config.json").read_text())
-    seq_len = min(SPEED_CHECK_SEQ_LEN, _max_seq_len(model_dir))
+    seq_len = min(SPEED_CHECK_SEQ_LEN, read_longest_input(model_dir))
     batch = synthetic_batch(vocab_size=int(config["vocab_size"]), batch=1, seq_len=seq_len)
     with status(f"Timing fp32 vs int8 side by side (batch 1, seq {seq_len})"):
         stats = compare_latency(
@@ -532,12 +533,6 @@ def _warn_if_not_faster(speed: Int8SpeedCheck | None, runtime: str, fp32_name: s
         )
     else:
         info(f"[green]int8 is {speed.speedup:.2f}x faster[/] than fp32 with {runtime}: {line}")
-
-
-def _max_seq_len(model_dir: Path) -> int:
-    config = json.loads((model_dir / "config.json").read_text())
-    # Position ids of RoBERTa-style models start after the padding index: leave a margin.
-    return int(config.get("max_position_embeddings", 512)) - 2
 
 
 def _num_layers(model_dir: Path) -> int:

@@ -27,6 +27,7 @@ from kdcompress.backends import LoadedModel, get_backend
 from kdcompress.backends.base import compare_latency
 from kdcompress.console import info, progress, status, warn
 from kdcompress.encoding import (
+    longest_input,
     synthetic_batch,
 )
 from kdcompress.errors import ArtifactError, UsageError
@@ -46,8 +47,9 @@ if TYPE_CHECKING:
 
 
 def _model_limits(model_dir: Path) -> tuple[int, int]:
+    """The vocabulary size and the longest input of a model folder."""
     config = json.loads((model_dir / "config.json").read_text())
-    return int(config["vocab_size"]), int(config.get("max_position_embeddings", 512))
+    return int(config["vocab_size"]), longest_input(config)
 
 
 def read_manifest(export_dir: Path) -> ExportManifest:
@@ -157,9 +159,7 @@ def _subject(export_dir: Path, teacher: Path | None, seq_lens: tuple[int, ...] |
     """The export, its teacher and the sequence lengths, checked before any timing."""
     manifest = read_manifest(export_dir)
     source_dir = _source_dir(export_dir, manifest)
-    vocab, max_positions = _model_limits(source_dir)
-    # Position ids start after the padding index in RoBERTa-style models, so leave a margin.
-    limit = max_positions - 2
+    vocab, limit = _model_limits(source_dir)
     if seq_lens is None:  # the defaults that fit (a small model may take fewer positions)
         seq_lens = tuple(s for s in DEFAULT_SEQ_LENS if s <= limit) or (limit,)
     if max(seq_lens) > limit:

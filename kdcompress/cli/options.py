@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -95,9 +94,9 @@ def check_shapes(
 def _model_positions(model: Path) -> int | None:
     """The longest input a local model folder takes, counted as validation counts it."""
     try:
-        config = json.loads((model.expanduser() / "config.json").read_text(encoding="utf-8"))
-        # Position ids start after the padding index in RoBERTa-style models: a margin of 2.
-        return int(config["max_position_embeddings"]) - 2
+        from kdcompress.encoding import read_longest_input
+
+        return read_longest_input(model.expanduser())
     except (OSError, ValueError, KeyError, TypeError):
         return None  # not a local folder, or no position table: the model is checked later
 
