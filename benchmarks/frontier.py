@@ -64,6 +64,15 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--teacher", default="me5-small")
     parser.add_argument("--steps", type=int, default=2000, help="distillation steps per student")
+    parser.add_argument(
+        "--sentences",
+        type=int,
+        default=None,
+        help="English training items per student (default: steps x batch, all the Bible's)",
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="teacher cache (default: OUTPUT/teacher-cache)"
+    )
     parser.add_argument("--suite", default="full", choices=("quick", "full"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model2vec-python", type=Path, default=None)
@@ -93,8 +102,10 @@ def student(arch: StudentArch) -> Callable[[argparse.Namespace, Path], Path]:
             command = [
                 *KDCOMPRESS, "distill", "--teacher", args.teacher, "--arch-json", shape,
                 "--steps", str(args.steps), "--checkpoint-every", "100", "--output", str(out),
-                "--cache", str(args.output / "teacher-cache"),
+                "--cache", str(args.cache or args.output / "teacher-cache"),
             ]  # fmt: skip
+            if args.sentences:
+                command += ["--sentences", str(args.sentences)]
             if checkpoint_dir_for(out).exists():
                 command.append("--resume")
             call(command, folder / "distill.log")
@@ -160,7 +171,7 @@ ROWS = (
 def measure(args: argparse.Namespace, row: Row) -> dict[str, Any]:
     """Export (fp32 + dynamic int8) and validate against the teacher; the row's numbers."""
     from kdcompress.export import ExportFormat, teacher_export
-    from kdcompress.hardware import physical_cores
+    from kdcompress.hardware import threads_or_default
     from kdcompress.pipeline import export_stage
     from kdcompress.quantize import Quantization, QuantizeOptions
     from kdcompress.validate import validate_export
@@ -168,7 +179,7 @@ def measure(args: argparse.Namespace, row: Row) -> dict[str, Any]:
     folder = args.output / row.name
     folder.mkdir(parents=True, exist_ok=True)
     model = row.make(args, folder)
-    threads = args.threads or physical_cores()
+    threads = threads_or_default(args.threads)
     options = QuantizeOptions(mode=Quantization.DYNAMIC, seed=0)
     out = export_stage(str(model), folder / "export", ExportFormat.ONNX, threads, options)
     report = validate_export(
@@ -227,7 +238,7 @@ def model2vec_row(args: argparse.Namespace, teacher_scores: dict[str, float]) ->
     from kdcompress.backends.base import compare_latency
     from kdcompress.encoding import synthetic_batch
     from kdcompress.export import teacher_export
-    from kdcompress.hardware import physical_cores
+    from kdcompress.hardware import threads_or_default
     from kdcompress.models import resolve_model
     from kdcompress.quality import (
         Embedder,
@@ -256,7 +267,7 @@ def model2vec_row(args: argparse.Namespace, teacher_scores: dict[str, float]) ->
     )
     settings = quick_settings() if args.suite == "quick" else full_settings()
     scores = {t.task: t.score for t in evaluate_suite(embedder, load_plan(settings), settings)}
-    threads = args.threads or physical_cores()
+    threads = threads_or_default(args.threads)
     export = teacher_export(args.teacher, "onnxruntime", threads)
     teacher = get_backend("onnxruntime").load(model_path=export / "model.onnx", threads=threads)
     vocab = min(static.matrix.shape[0], 250_000)
@@ -294,7 +305,9 @@ def teacher_scores(args: argparse.Namespace) -> dict[str, float]:
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"Teacher {args.teacher}; ONNX Runtime, batch 1, {args.suite} suite; students "
-        f"{args.steps} steps of the default recipe; CPU: {cpu_model()}.",
+        f"{args.steps} steps of the default recipe"
+        + (f" over {args.sentences:,} English items" if args.sentences else "")
+        + f"; CPU: {cpu_model()}.",
         "",
         "| model | speedup seq 32 | speedup seq 128 | int8 speedup seq 128 | retrieval | IMDB | "
         "zh-inews | retention | int8 retention |",
