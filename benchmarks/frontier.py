@@ -194,6 +194,9 @@ def measure(args: argparse.Namespace, row: Row) -> dict[str, Any]:
     if teacher is not None:
         atomic_write_text(args.output / "teacher-scores.json", json.dumps(teacher.scores))
     result: dict[str, Any] = {"name": row.name, "what": row.what, "cpu": cpu_model()}
+    if (model / "distill.json").is_file():  # students: their own budget, since rows may differ
+        distilled = json.loads((model / "distill.json").read_text())
+        result["what"] += f", {distilled['steps']} steps x {distilled['batch_size']}"
     for kind, name in (("fp32", STUDENT_FP32), ("int8", STUDENT_INT8)):
         summary = report.summary(name)
         if summary is None:
@@ -304,8 +307,8 @@ def teacher_scores(args: argparse.Namespace) -> dict[str, float]:
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        f"Teacher {args.teacher}; ONNX Runtime, batch 1, {args.suite} suite; students "
-        f"{args.steps} steps of the default recipe"
+        f"Teacher {args.teacher}; ONNX Runtime, batch 1, {args.suite} suite; students: "
+        "the default recipe (steps in each row)"
         + (f" over {args.sentences:,} English items" if args.sentences else "")
         + f"; CPU: {cpu_model()}.",
         "",
@@ -326,6 +329,17 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             _pct(int8.get("retention")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    names = " ".join(row["name"] for row in sorted(rows, key=_speed))
+    lines += [
+        "",
+        "Reproduce (a row's student, export and scores are kept; a finished row is reused):",
+        "",
+        "```bash",
+        f".venv/bin/python benchmarks/frontier.py --output runs/frontier --steps STEPS "
+        f"--sentences {args.sentences or 'N'} --suite {args.suite} --only ROW",
+        f"# rows: {names}; model2vec: --model2vec-python ENV/bin/python",
+        "```",
+    ]
     return "\n".join(lines) + "\n"
 
 
