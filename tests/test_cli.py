@@ -367,3 +367,22 @@ def test_options_refused_by_the_parser_are_one_line_exit_2(
     line = _one_line_error(kdcompress(*args, cwd=tmp_path), 2)
     assert message in line and "--help`)" in line
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "inf"], "--lr inf: must be a number above 0"),
+        (["--lr", "0"], "--lr 0: must be a number above 0"),
+        (["--contrastive-weight", "inf"], "--contrastive-weight inf: must be a number"),
+        (["--init", "zeros"], "unknown --init 'zeros'"),
+        (["--max-length", "1000"], "--max-length 1000: the teacher takes at most 80 tokens"),
+    ],
+)
+def test_distill_options_are_checked_before_the_teacher_runs(
+    tmp_path: Path, tiny_bert: Path, args: list[str], message: str
+) -> None:
+    command = ["distill", "--teacher", str(tiny_bert), *DISTILL_TINY, *args, "--output", "s"]
+    line = _one_line_error(kdcompress(*[a.format() for a in command], cwd=tmp_path), 2)
+    assert message in line
+    assert list(tmp_path.iterdir()) == []  # no teacher cache, no checkpoint folder

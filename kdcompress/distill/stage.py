@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 import time
@@ -16,9 +17,17 @@ from kdcompress.errors import UsageError
 from kdcompress.kd.distributed import DistEnv, agree, dist_env, process_group
 from kdcompress.kd.loop import distill_student, teacher_layers_for
 from kdcompress.kd.parallel import Translations
-from kdcompress.kd.settings import DEFAULT_LR, DistillOutcome, LossKind, Targets, parse_targets
+from kdcompress.kd.settings import (
+    DEFAULT_LR,
+    DistillOutcome,
+    LossKind,
+    Targets,
+    parse_loss,
+    parse_targets,
+)
 from kdcompress.kd.student import (
     count_parameters,
+    parse_init,
     validate_arch,
     write_student_folder,
 )
@@ -204,8 +213,10 @@ def run_distill(job: DistillJob) -> DistillResult | None:
     with process_group(env):
         started = time.perf_counter()
         checkpoints = checkpoint_dir_for(job.output)
-        agree(env, lambda: _prepare_output(job, checkpoints))
+        _check_job(job)
         teacher_dir = resolve_model(job.teacher, role="teacher")
+        _check_max_length(job.max_length, teacher_dir)
+        agree(env, lambda: _prepare_output(job, checkpoints))
         config = AutoConfig.from_pretrained(teacher_dir)
         validate_arch(job.arch, teacher_config=config, init=job.init)
         corpus = _corpus(job, teacher_dir)
@@ -228,6 +239,31 @@ def run_distill(job: DistillJob) -> DistillResult | None:
         if env.local_rank == 0:  # every node removes its own teacher cache (and rank 0 the rest)
             shutil.rmtree(checkpoints, ignore_errors=True)
         return result if env.is_main else None
+
+
+def _check_job(job: DistillJob) -> None:
+    """The job's choices and numbers, before any work: the training loop checks them too, but
+    only once the teacher's targets are cached."""
+    parse_init(job.init)
+    parse_loss(job.loss)
+    if job.targets is not None:
+        parse_targets(job.targets)
+    if not (math.isfinite(job.lr) and job.lr > 0):
+        raise UsageError(f"--lr {job.lr:g}: must be a number above 0")
+    for option, value in (
+        ("--contrastive-weight", job.contrastive_weight),
+        ("--dropout", job.dropout),
+    ):
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{option} {value:g}: must be a number, at least 0")
+
+
+def _check_max_length(max_length: int, teacher_dir: Path) -> None:
+    from kdcompress.encoding import read_longest_input
+
+    longest = read_longest_input(teacher_dir)
+    if max_length > longest:
+        raise UsageError(f"--max-length {max_length}: the teacher takes at most {longest} tokens")
 
 
 def _corpus(job: DistillJob, teacher_dir: Path) -> _Corpus:
