@@ -10,7 +10,13 @@ import typer
 
 from kdcompress.catalog import DEFAULT_TEACHER
 from kdcompress.cli.app import app
-from kdcompress.cli.options import OverwriteOption, TeacherOption, check_positive, hold_output
+from kdcompress.cli.options import (
+    OverwriteOption,
+    TeacherOption,
+    check_positive,
+    check_shapes,
+    hold_output,
+)
 from kdcompress.errors import UsageError
 
 
@@ -89,6 +95,7 @@ def search(
     from kdcompress.space import load_space
 
     executor_name = _check_options(alpha, beta, latency_budget_ms, executor, ray_address)
+    check_shapes([seq_len], None)
     if resume is not None:
         _refuse_settings_with_resume(ctx)
         settings, output = SearchSettings.load(resume / SETTINGS_FILE), resume

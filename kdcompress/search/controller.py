@@ -256,8 +256,12 @@ def _RewardPredictor() -> Any:
     return RewardPredictor()
 
 
+def parse_controller(name: str) -> ControllerName:
+    return parse_choice(ControllerName, name, what="controller")
+
+
 def make_controller(name: str, space: SearchSpace, seed: int) -> Controller:
-    kind = parse_choice(ControllerName, name, what="controller")
+    kind = parse_controller(name)
     if kind is ControllerName.LSTM:
         return LstmController(space, seed)
     if kind is ControllerName.EVOLUTION:

@@ -23,7 +23,12 @@ from kdcompress.artifacts import Artifact, StudentArch
 from kdcompress.console import info, progress, warn
 from kdcompress.errors import ArtifactError, OutputExistsError, UsageError
 from kdcompress.outputs import atomic_write_text
-from kdcompress.search.controller import Controller, Observation, make_controller
+from kdcompress.search.controller import (
+    Controller,
+    Observation,
+    make_controller,
+    parse_controller,
+)
 from kdcompress.search.executor import (
     Executor,
     ExecutorName,
@@ -416,6 +421,7 @@ def run_search(
     from kdcompress.models import resolve_model, teacher_arch
     from kdcompress.search.proxy import ProxyEvaluator
 
+    parse_controller(settings.controller)  # an unknown name fails now, not after the teacher
     profile = load_profile(Path(settings.target), strict=strict)
     latency_model = LatencyModel.from_profile(profile)
     teacher_dir = resolve_model(settings.teacher)
