@@ -391,3 +391,18 @@ def test_distill_options_are_checked_before_the_teacher_runs(
     line = _one_line_error(kdcompress(*[a.format() for a in command], cwd=tmp_path), 2)
     assert message in line
     assert list(tmp_path.iterdir()) == []  # no teacher cache, no checkpoint folder
+
+
+@pytest.mark.parametrize(
+    ("output", "message"), [("f.txt/x.json", "f.txt is a file, not a folder"), ("d", "is a folder")]
+)
+def test_eval_output_is_checked_before_the_model_runs(
+    tmp_path: Path, tiny_bert: Path, output: str, message: str
+) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    (tmp_path / "d").mkdir()
+    result = kdcompress(
+        "eval", "--model", str(tiny_bert), "--quick", "--output", output, cwd=tmp_path
+    )
+    assert message in _one_line_error(result, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f.txt"]

@@ -87,6 +87,17 @@ def score_model_file(
     return {task.task: task.score for task in _score(loaded, source, plan, settings, batch_size)}
 
 
+def _check_output(path: Path, *, overwrite: bool) -> None:
+    """The report's path: a file that can be written where it is, new unless ``overwrite``."""
+    from kdcompress.outputs import check_writable_location
+
+    check_writable_location(path)
+    if path.is_dir():
+        raise UsageError(f"output {path} is a folder: give the report's file name")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
+
+
 def run_eval(
     *,
     model: str,
@@ -114,8 +125,7 @@ def run_eval(
     theirs = load_reference(reference, settings) if reference is not None else None
     source = locate_model(model, backend, fp32=fp32)
     path = output or default_output(source, quick=quick)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
+    _check_output(path, overwrite=overwrite)
     plan = load_plan(settings)
     threads = threads_or_default(threads)
     with open_model(source, threads=threads) as (loaded, version):
