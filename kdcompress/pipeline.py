@@ -31,6 +31,7 @@ from kdcompress.artifacts import (
 from kdcompress.console import info, warn
 from kdcompress.errors import ArtifactError, KDCompressError, UsageError, parse_choice
 from kdcompress.export import ExportFormat, export_model, format_for_backend
+from kdcompress.models import resolve_model
 from kdcompress.quantize import Quantization, QuantizeOptions, parse_quantization
 from kdcompress.render import validation_tables
 from kdcompress.report import write_report
@@ -241,6 +242,7 @@ def run_pipeline(
     fmt = format_for_backend(backend)
     plan = PLANS[parse_budget(budget)]
     mode = parse_quantization(quantize)
+    resolve_model(teacher, role="teacher")  # a missing or damaged teacher fails before profiling
     claim_run_dir(output, RunSettings(teacher, backend, parse_budget(budget).value, seed))
     info(f"[bold]kdcompress run[/] ({budget}) -> {output}")
     profile = profile_stage(output, backend, threads)

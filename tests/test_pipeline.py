@@ -126,6 +126,15 @@ def test_unknown_budget_and_torch_backend_are_refused(tmp_path: Path) -> None:
         pipeline.run_pipeline(teacher="x", backend="torch", output=tmp_path)
 
 
+def test_a_missing_teacher_is_refused_before_the_profile(tmp_path: Path) -> None:
+    from kdcompress.errors import ModelNotFoundError
+
+    output = tmp_path / "run"
+    with pytest.raises(ModelNotFoundError, match="no such folder"):
+        pipeline.run_pipeline(teacher=str(tmp_path / "nope"), backend="onnxruntime", output=output)
+    assert not output.exists()
+
+
 def test_an_export_made_with_other_quantization_is_redone(
     tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
