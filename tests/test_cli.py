@@ -193,11 +193,16 @@ def test_a_second_writer_of_the_same_output_gets_the_holders_pid(
             ["search", "--target", "{model}/config.json", "--controller", "ppo", "--output", "o"],
             "unknown controller 'ppo'",
         ),
-        (["export", "--model", "{model}", "--batch", "0"], "--batch 0: must be at least 1"),
+        (["export", "--model", "{model}", "--batch", "0"], "--batch 0: must be between 1 and 1024"),
         (["export", "--model", "{model}", "--seq-len", "100"], "the model takes 80 positions"),
-        (["validate", "{tmp}", "--batch", "1", "--batch", "-2"], "--batch -2: must be at least 1"),
+        (
+            ["validate", "{tmp}", "--batch", "1", "--batch", "-2"],
+            "--batch -2: must be between 1 and 1024",
+        ),
         (["profile", "--seq-len", "100000"], "--seq-len 100000: must be between 1 and 8192"),
-        (["profile", "--batch", "0", "--quick"], "--batch 0: must be at least 1"),
+        (["profile", "--batch", "0", "--quick"], "--batch 0: must be between 1 and 1024"),
+        (["validate", "{tmp}", "--batch", "1000000000"], "--batch 1000000000: must be between 1"),
+        (["export", "--model", "{model}", "--threads", "100000"], "--threads 100000: more than"),
     ],
 )
 def test_bad_numbers_are_refused_before_any_work(
@@ -406,3 +411,24 @@ def test_eval_output_is_checked_before_the_model_runs(
     )
     assert message in _one_line_error(result, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f.txt"]
+
+
+OUT_OF_MEMORY = """
+import sys
+from kdcompress import cli
+
+@cli.app.command()
+def allocate() -> None:
+    raise MemoryError("Unable to allocate 95.4 GiB for an array")
+
+sys.argv = ["kdcompress", "allocate"]
+cli.main()
+"""
+
+
+def test_out_of_memory_is_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", OUT_OF_MEMORY], capture_output=True, text=True, timeout=60
+    )
+    line = _one_line_error(result, 1)
+    assert "out of memory (Unable to allocate 95.4 GiB for an array)" in line

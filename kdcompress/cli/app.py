@@ -12,7 +12,7 @@ from typer.exceptions import TyperException
 
 from kdcompress import __version__
 from kdcompress.console import error, info
-from kdcompress.errors import Interrupted, KDCompressError, UsageError
+from kdcompress.errors import Interrupted, KDCompressError, UsageError, first_line
 
 
 class _Commands(TyperGroup):
@@ -91,6 +91,11 @@ def main() -> None:
     except KeyboardInterrupt:  # outside a command (see _Commands)
         error("interrupted")
         sys.exit(Interrupted.exit_code)
+    except MemoryError as exc:  # sizes this machine cannot hold (option checks catch typos)
+        if _state["debug"]:
+            raise
+        error(f"out of memory ({first_line(exc)}): choose smaller sizes (--batch, --seq-len)")
+        sys.exit(1)
     except Exception as exc:  # a library error that a damaged cache file causes gets a hint
         from kdcompress.cache import damage_hint
 

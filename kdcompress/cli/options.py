@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -11,9 +12,24 @@ import typer
 
 from kdcompress.errors import UsageError
 
+
+def _usable_threads(threads: int | None) -> int | None:
+    """--threads up to the CPUs this process may run on: more only wait for each other (and
+    thousands take minutes to start, timing nothing)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if threads is not None and usable and threads > usable:
+        raise UsageError(f"--threads {threads}: more than the {usable} CPUs this process may use")
+    return threads
+
+
 ThreadsOption = Annotated[
     int | None,
-    typer.Option("--threads", min=1, help="Inference threads (default: all physical cores)."),
+    typer.Option(
+        "--threads",
+        min=1,
+        callback=_usable_threads,
+        help="Inference threads (default: all physical cores).",
+    ),
 ]
 
 
@@ -69,6 +85,8 @@ def hold_output(ctx: typer.Context, path: Path) -> None:
 
 # Longer than any encoder's position table: a --seq-len beyond it is a typo, not a request.
 MAX_SEQ_LEN = 8192
+# A latency or throughput batch; beyond it the inputs alone take gigabytes (a typo again).
+MAX_BATCH = 1024
 
 
 def check_positive(option: str, value: float) -> None:
@@ -81,8 +99,8 @@ def check_shapes(
 ) -> None:
     """--seq-len and --batch, before any work: at least 1, and lengths the model takes."""
     for batch in batches or ():
-        if batch < 1:
-            raise UsageError(f"--batch {batch}: must be at least 1")
+        if not 1 <= batch <= MAX_BATCH:
+            raise UsageError(f"--batch {batch}: must be between 1 and {MAX_BATCH}")
     positions = _model_positions(model) if model is not None else None
     limit = min(MAX_SEQ_LEN, positions or MAX_SEQ_LEN)
     for seq_len in seq_lens or ():
