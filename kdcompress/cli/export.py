@@ -157,14 +157,15 @@ def export(
 
 
 def _refuse_unvalidated(output: Path) -> None:
-    """An export whose validation was stopped (killed) is not exported again by accident."""
+    """An export whose validation was stopped (killed) is not exported again by accident: the
+    error says how to validate it."""
     from kdcompress.artifacts import MANIFEST
     from kdcompress.validate import REPORT
 
     if (output / MANIFEST).is_file() and not (output / REPORT).is_file():
         raise OutputExistsError(
-            f"{output} holds an export that was never validated (stopped during its "
-            f"validation?): run `kdcompress validate {output}`, or pass --overwrite"
+            f"{output} holds an export without a validation (made with --no-validate, or "
+            f"stopped while validating): run `kdcompress validate {output}`, or pass --overwrite"
         )
 
 
