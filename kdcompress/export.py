@@ -244,7 +244,7 @@ def teacher_export(teacher: str, backend: str, threads: int) -> Path:
     # Version strings may hold slashes (OpenVINO's build tag): keep the folder name flat.
     version = re.sub(r"[^A-Za-z0-9._-]+", "_", get_backend(backend).version())
     target = cache_dir() / "teacher-exports" / f"{slug}-{backend}-{version}"
-    if not (target / MANIFEST).is_file():
+    if not _cached_export_whole(target):
         export_model(
             model=teacher,
             fmt=format_for_backend(backend),
@@ -253,3 +253,14 @@ def teacher_export(teacher: str, backend: str, threads: int) -> Path:
             threads=threads,
         )
     return target
+
+
+def _cached_export_whole(folder: Path) -> bool:
+    """A cached teacher export whose manifest reads and whose model files exist; else it is
+    exported again (a damaged entry otherwise fails every validation that compares with it)."""
+    try:
+        manifest = ExportManifest.load(folder / MANIFEST)
+    except KDCompressError:
+        return False
+    files = {manifest.model_file, manifest.fp32_file or manifest.model_file}
+    return all((folder / name).is_file() and (folder / name).stat().st_size > 0 for name in files)

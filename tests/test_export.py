@@ -139,3 +139,15 @@ def test_unsupported_model_type_is_named_and_leaves_nothing(
     with pytest.raises(ExportFailedError, match="cannot export model type 'mra'"):
         export_model(model=str(model), fmt=ExportFormat.ONNX, output=tmp_path / "out", threads=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_cached_teacher_export_is_exported_again(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdcompress.export import teacher_export
+
+    monkeypatch.setenv("KDCOMPRESS_CACHE", str(tmp_path / "cache"))
+    cached = teacher_export(str(tiny_bert), "onnxruntime", 1)
+    (cached / "export.json").write_text("garbage")
+    assert teacher_export(str(tiny_bert), "onnxruntime", 1) == cached
+    assert ExportManifest.load(cached / "export.json").parity.passed
