@@ -432,3 +432,13 @@ def test_out_of_memory_is_one_line() -> None:
     )
     line = _one_line_error(result, 1)
     assert "out of memory (Unable to allocate 95.4 GiB for an array)" in line
+
+
+def test_a_diverged_distillation_writes_no_student(tmp_path: Path, tiny_bert: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"hello world the small model {i}" for i in range(12)) + "\n")
+    command = ["distill", "--teacher", str(tiny_bert), *DISTILL_TINY, "--corpus", str(corpus)]
+    command += ["--batch", "2", "--lr", "1e30", "--output", "s"]
+    result = kdcompress(*[a.format() for a in command], cwd=tmp_path)
+    assert "the distillation diverged (final loss nan)" in _one_line_error(result, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from kdcompress.artifacts import DistillResult, StudentArch, VocabTrimStats
-from kdcompress.errors import UsageError
+from kdcompress.errors import KDCompressError, UsageError
 from kdcompress.kd.distributed import DistEnv, agree, dist_env, process_group
 from kdcompress.kd.loop import distill_student, teacher_layers_for
 from kdcompress.kd.parallel import Translations
@@ -235,6 +235,13 @@ def run_distill(job: DistillJob) -> DistillResult | None:
         )
         run = _RunFacts(job, teacher_dir, corpus, cache, time.perf_counter() - started)
         outcome = _distill(run, checkpoints)
+        if not math.isfinite(outcome.pooled_loss):  # NaN weights: no student to write or resume
+            if env.local_rank == 0:
+                shutil.rmtree(checkpoints, ignore_errors=True)
+            raise KDCompressError(
+                f"the distillation diverged (final loss {outcome.pooled_loss}) at --lr "
+                f"{job.lr:g}: nothing was written; try a lower --lr"
+            )
         result = agree(env, lambda: _write_output(outcome, run))
         if env.local_rank == 0:  # every node removes its own teacher cache (and rank 0 the rest)
             shutil.rmtree(checkpoints, ignore_errors=True)
