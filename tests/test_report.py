@@ -193,3 +193,6 @@ def test_reference_frontiers_are_found_by_teacher_name() -> None:
     from kdcompress.report import reference_frontier
 
     assert reference_frontier(None) is None and reference_frontier("no-such-teacher") is None
+    shipped = reference_frontier("me5-small")
+    assert shipped is not None and shipped.teacher == "me5-small" and shipped.suite == "full"
+    assert all(p.speedup > 0 and 0 < p.retention <= 1.2 for p in shipped.points)
