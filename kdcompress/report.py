@@ -195,18 +195,17 @@ def _quality_latency(
     if len(points) < 2:
         return []
     teacher_ms = points.get(TEACHER, (None, None))[0]
-    reference = frontier if frontier is not None and teacher_ms is not None else None
     fig = _quality_figure(points, batch, seq_len)
     lines = [
         f"Quality (retention of the teacher's scores) against the latency measured above, "
         f"batch {batch}, seq {seq_len}:",
         "",
     ]
-    if reference is not None and teacher_ms is not None:
-        _draw_frontier(fig, reference, teacher_ms)
+    if frontier is not None and teacher_ms is not None:
+        _draw_frontier(fig, frontier, teacher_ms)
         lines += [
-            f"Grey: the reference frontier of {reference.teacher} ({reference.suite} suite, "
-            f"measured on {reference.cpu}, `benchmarks/frontier.py`), each point at this run's "
+            f"Grey: the reference frontier of {frontier.teacher} ({frontier.suite} suite, "
+            f"measured on {frontier.cpu}, `benchmarks/frontier.py`), each point at this run's "
             "teacher latency divided by its measured speedup.",
             "",
         ]
