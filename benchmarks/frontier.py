@@ -6,6 +6,9 @@ progress):
 
 - ``student-*``: students distilled with the tool's default recipe, at about 2x, 4x, 7x, 10x
   and 20x the teacher's speed (``--steps`` each; a killed distillation resumes);
+- ``search-7x`` / ``random-7x``: the 7x recommendation of a search on ``--profile`` with the
+  LSTM controller, and of a random search of the same budget (``--search-episodes`` x
+  ``--search-candidates`` proxy distillations), both distilled like the students above;
 - ``truncated-*``: the teacher cut to its first k layers, no training;
 - ``teacher-int8``: the teacher's own ONNX Runtime int8 (dynamic) export;
 - ``handpicked-7x``: the usual hand-made choice, a uniform 4-layer slice of the teacher at width
@@ -73,6 +76,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--cache", type=Path, default=None, help="teacher cache (default: OUTPUT/teacher-cache)"
     )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="this machine's profile (the search rows)"
+    )
+    parser.add_argument("--search-episodes", type=int, default=8)
+    parser.add_argument("--search-candidates", type=int, default=4)
     parser.add_argument("--suite", default="full", choices=("quick", "full"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model2vec-python", type=Path, default=None)
@@ -92,15 +100,43 @@ def parse() -> argparse.Namespace:
 
 def student(arch: StudentArch) -> Callable[[argparse.Namespace, Path], Path]:
     """A student distilled with the default recipe (resumes a killed distillation)."""
+    shape = json.dumps({k: getattr(arch, k) for k in ("layers", "hidden", "heads", "ffn")})
+    return _distilled(lambda _args, _folder: ["--arch-json", shape])
 
+
+def searched(controller: str) -> Callable[[argparse.Namespace, Path], Path]:
+    """The 7x recommendation of a search with ``controller`` on ``--profile``, then distilled
+    like every student: the search's pick (lstm) against a random-search pick, same budget."""
+
+    def arch_of(args: argparse.Namespace, folder: Path) -> list[str]:
+        out = folder / "search"
+        if args.profile is None:
+            raise SystemExit("search rows need --profile (a profile of this machine)")
+        if (out / "search-settings.json").is_file() and not (out / "search.json").is_file():
+            call([*KDCOMPRESS, "search", "--resume", str(out)], folder / "search.log")
+        elif not (out / "search.json").is_file():
+            command = [
+                *KDCOMPRESS, "search", "--target", str(args.profile), "--teacher", args.teacher,
+                "--output", str(out), "--controller", controller, "--seed", "0",
+                "--episodes", str(args.search_episodes),
+                "--candidates", str(args.search_candidates),
+            ]  # fmt: skip
+            call(command, folder / "search.log")
+        return ["--arch", f"{out / 'search.json'}#7x"]
+
+    return _distilled(arch_of)
+
+
+def _distilled(
+    arch_of: Callable[[argparse.Namespace, Path], list[str]],
+) -> Callable[[argparse.Namespace, Path], Path]:
     def make(args: argparse.Namespace, folder: Path) -> Path:
         from kdcompress.distill import checkpoint_dir_for
 
         out = folder / "student"
         if not (out / "distill.json").is_file():
-            shape = json.dumps({k: getattr(arch, k) for k in ("layers", "hidden", "heads", "ffn")})
             command = [
-                *KDCOMPRESS, "distill", "--teacher", args.teacher, "--arch-json", shape,
+                *KDCOMPRESS, "distill", "--teacher", args.teacher, *arch_of(args, folder),
                 "--steps", str(args.steps), "--checkpoint-every", "100", "--output", str(out),
                 "--cache", str(args.cache or args.output / "teacher-cache"),
             ]  # fmt: skip
@@ -158,6 +194,8 @@ ROWS = (
     Row("student-15x", "student 1L x 384, FFN 384", student(StudentArch(1, 384, 12, 384))),
     Row("student-20x", "student 1L x 256, FFN 512", student(StudentArch(1, 256, 8, 512))),
     Row("handpicked-7x", "hand-picked 4L x 256, FFN 1024", student(StudentArch(4, 256, 8, 1024))),
+    Row("search-7x", "the search's 7x pick (lstm controller)", searched("lstm")),
+    Row("random-7x", "a random search's 7x pick, same budget", searched("random")),
     Row("truncated-6", "teacher, first 6 layers, no training", truncated(6)),
     Row("truncated-3", "teacher, first 3 layers, no training", truncated(3)),
     Row("truncated-2", "teacher, first 2 layers, no training", truncated(2)),
