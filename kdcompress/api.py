@@ -38,12 +38,16 @@ def profile(
     quick: bool = False,
     threads: int | None = None,
     name: str | None = None,
+    teacher: str | None = None,
     overwrite: bool = False,
 ) -> HardwareProfile:
-    """Measure this machine into a latency model (``kdcompress profile``)."""
+    """Measure this machine into a latency model (``kdcompress profile``); with ``teacher``,
+    for that teacher's search space and its own latency."""
+    from kdcompress.models import teacher_shape
     from kdcompress.profile.runner import default_name, make_settings, run_profile
 
-    settings = make_settings(backend=backend, threads=threads, quick=quick)
+    shape = teacher_shape(teacher) if teacher is not None else None
+    settings = make_settings(backend=backend, threads=threads, quick=quick, teacher=shape)
     name = name or default_name(settings)
     return run_profile(settings=settings, name=name, output=output, overwrite=overwrite)
 
@@ -61,11 +65,16 @@ def search(
     overwrite: bool = False,
 ) -> SearchResult:
     """KD-NAS against a profile (``kdcompress search``); the standard budget's sizes."""
+    from kdcompress.latency.coverage import search_space_for
+    from kdcompress.latency.schema import read_profile
+    from kdcompress.models import teacher_shape
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
     from kdcompress.search.runner import SearchSettings, run_search
-    from kdcompress.space import SearchSpace
 
+    space = search_space_for(
+        teacher_shape(teacher), read_profile(target), seq_len=128, name=teacher
+    )
     settings = SearchSettings(
         teacher=teacher,
         target=str(target),
@@ -77,7 +86,7 @@ def search(
         controller=controller,
         reward=RewardSettings(),
         proxy=ProxySettings(),
-        space=SearchSpace(),
+        space=space,
     )
     return run_search(settings=settings, output=output, resume=resume, overwrite=overwrite)
 

@@ -207,13 +207,38 @@ def check_encoder(folder: Path, *, role: str) -> dict[str, Any]:
     return config
 
 
+# Config keys of the shape, and what DistilBERT calls them instead.
+_SHAPE_KEYS = {
+    "layers": ("num_hidden_layers", "n_layers"),
+    "hidden": ("hidden_size", "dim"),
+    "heads": ("num_attention_heads", "n_heads"),
+    "ffn": ("intermediate_size", "hidden_dim"),
+}
+
+
 def teacher_arch(teacher_dir: Path) -> StudentArch:
     """The teacher's own shape, to predict its latency with the same latency model."""
     config = model_config(teacher_dir)
-    return StudentArch(
-        layers=int(config["num_hidden_layers"]),
-        hidden=int(config["hidden_size"]),
-        heads=int(config["num_attention_heads"]),
-        ffn=int(config["intermediate_size"]),
-        activation=str(config.get("hidden_act", "gelu")),
-    )
+    shape = {}
+    for field, keys in _SHAPE_KEYS.items():
+        value = next((config[k] for k in keys if isinstance(config.get(k), int)), None)
+        if value is None:
+            kind = config.get("model_type", "unknown")
+            raise UsageError(
+                f"{teacher_dir / 'config.json'}: no {' or '.join(keys)}: cannot read the shape "
+                f"of a '{kind}' model"
+            )
+        shape[field] = value
+    activation = config.get("hidden_act", config.get("activation", "gelu"))
+    return StudentArch(**shape, activation=str(activation))
+
+
+def teacher_shape(name_or_path: str) -> StudentArch:
+    """A teacher's shape without fetching it: a built-in teacher's from the catalog, else the
+    resolved folder's config."""
+    from kdcompress.catalog import TEACHERS
+
+    spec = TEACHERS.get(name_or_path)
+    if spec is not None and not Path(name_or_path).expanduser().exists():
+        return StudentArch(spec.layers, spec.hidden, spec.heads, spec.ffn)
+    return teacher_arch(resolve_model(name_or_path, role="teacher"))

@@ -31,10 +31,11 @@ from kdcompress.artifacts import (
 from kdcompress.console import info, warn
 from kdcompress.errors import ArtifactError, KDCompressError, UsageError, parse_choice
 from kdcompress.export import ExportFormat, export_model, format_for_backend
-from kdcompress.models import resolve_model
+from kdcompress.models import resolve_model, teacher_arch
 from kdcompress.quantize import Quantization, QuantizeOptions, parse_quantization
 from kdcompress.render import validation_tables
 from kdcompress.report import write_report
+from kdcompress.space import SearchSpace, teacher_space
 from kdcompress.validate import REPORT, validate_export
 
 
@@ -118,30 +119,35 @@ def _done(path: Path, cls: type[ExportManifest] | type[ValidationReport]) -> boo
     return True
 
 
-def profile_stage(run_dir: Path, backend: str, threads: int | None) -> Path:
-    """Reuse a committed profile of this very machine and runtime, else measure a quick one."""
-    from kdcompress.profile.runner import find_matching_profile, make_settings, run_profile
+def profile_stage(run_dir: Path, backend: str, threads: int | None, teacher: StudentArch) -> Path:
+    """Reuse a profile of this very machine and runtime that covers the teacher's space, else
+    measure a quick one, reusing what earlier profiles of this machine measured."""
+    from kdcompress.profile.reuse import find_matching_profile, seed_partial
+    from kdcompress.profile.runner import make_settings, partial_path, run_profile
 
     target = run_dir / "profile.json"
-    if target.is_file():
+    if target.is_file():  # made for this run's teacher (run.json holds it)
         info(f"[dim]profile: done earlier ({target})[/]")
         return target
-    settings = make_settings(backend=backend, threads=threads, quick=True)
-    match = find_matching_profile(Path("profiles"), settings)
+    settings = make_settings(backend=backend, threads=threads, quick=True, teacher=teacher)
+    committed = sorted(Path("profiles").glob("*.json"))
+    match = find_matching_profile(committed, settings)
     if match is not None:
         info(f"profile: reusing {match}, measured on this machine with {backend}")
         shutil.copy2(match, target)
         return target
-    info("profile: no profile of this machine yet; measuring a quick one")
+    info(f"profile: measuring a quick one of this machine for {settings.space.describe()}")
+    seed_partial(committed, settings, partial_path(target))
     run_profile(settings=settings, name=f"run-{backend}", output=target)
     return target
 
 
-def search_stage(run_dir: Path, teacher: str, profile: Path, plan: BudgetPlan, seed: int) -> Path:
+def search_stage(
+    run_dir: Path, teacher: str, profile: Path, plan: BudgetPlan, seed: int, space: SearchSpace
+) -> Path:
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
     from kdcompress.search.runner import RESULT_FILE, SETTINGS_FILE, SearchSettings, run_search
-    from kdcompress.space import SearchSpace
 
     out = run_dir / "search"
     if (out / RESULT_FILE).is_file():
@@ -158,7 +164,7 @@ def search_stage(run_dir: Path, teacher: str, profile: Path, plan: BudgetPlan, s
         controller="lstm",
         reward=RewardSettings(),
         proxy=ProxySettings(sentences=plan.proxy_sentences, steps=plan.proxy_steps),
-        space=SearchSpace(),
+        space=space,
     )
     run_search(settings=settings, output=out, resume=(out / SETTINGS_FILE).is_file())
     return out / RESULT_FILE
@@ -242,11 +248,12 @@ def run_pipeline(
     fmt = format_for_backend(backend)
     plan = PLANS[parse_budget(budget)]
     mode = parse_quantization(quantize)
-    resolve_model(teacher, role="teacher")  # a missing or damaged teacher fails before profiling
+    # A missing, damaged or unsupported teacher fails before profiling.
+    shape = teacher_arch(resolve_model(teacher, role="teacher"))
     claim_run_dir(output, RunSettings(teacher, backend, parse_budget(budget).value, seed))
     info(f"[bold]kdcompress run[/] ({budget}) -> {output}")
-    profile = profile_stage(output, backend, threads)
-    search_json = search_stage(output, teacher, profile, plan, seed)
+    profile = profile_stage(output, backend, threads, shape)
+    search_json = search_stage(output, teacher, profile, plan, seed, teacher_space(shape))
     arch, label = chosen_arch(search_json, plan.target_speedup)
     info(f"distilling the {label} recommendation: {arch.describe()}")
     student = distill_stage(output, teacher, arch, plan, seed)

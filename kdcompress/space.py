@@ -1,7 +1,8 @@
 """The student search space: which (layers, hidden, heads, FFN, activation) are allowed.
 
 The same grid drives the hardware profile (every block shape the search can propose is
-measured) and the search itself (every proposal is a valid point of the grid).
+measured) and the search itself (every proposal is a valid point of the grid). By default the
+grid follows the teacher (:func:`teacher_space`): widths and depths up to its own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ class SearchSpace(Artifact):
     ffn_ratio: tuple[int, ...] = (1, 2, 3, 4)  # FFN size = ratio x hidden
     activations: tuple[str, ...] = ("gelu",)
     min_head_size: int = 32
+    max_head_size: int = 0  # 0: no upper bound
+
+    def _head_size_ok(self, hidden: int, heads: int) -> bool:
+        size, rest = divmod(hidden, heads)
+        return (
+            not rest
+            and size >= self.min_head_size
+            and (not self.max_head_size or size <= self.max_head_size)
+        )
 
     def allows(self, arch: StudentArch) -> bool:
         return (
@@ -36,18 +46,12 @@ class SearchSpace(Artifact):
             and arch.heads in self.heads
             and arch.ffn in {r * arch.hidden for r in self.ffn_ratio}
             and arch.activation in self.activations
-            and arch.hidden % arch.heads == 0
-            and arch.hidden // arch.heads >= self.min_head_size
+            and self._head_size_ok(arch.hidden, arch.heads)
         )
 
     def attention_shapes(self) -> list[tuple[int, int]]:
         """Every (hidden, heads) pair the constraints allow."""
-        return [
-            (h, a)
-            for h in self.hidden
-            for a in self.heads
-            if h % a == 0 and h // a >= self.min_head_size
-        ]
+        return [(h, a) for h in self.hidden for a in self.heads if self._head_size_ok(h, a)]
 
     def ffn_shapes(self) -> list[tuple[int, int]]:
         """Every (hidden, ffn) pair, for hidden sizes that have at least one valid head count."""
@@ -88,6 +92,51 @@ class SearchSpace(Artifact):
                 f"heads {list(self.heads)})"
             )
         return self
+
+    def describe(self) -> str:
+        """One line, e.g. ``1-6 layers, hidden 128-384 (5 sizes), 16 (hidden, heads), FFN x1-4``."""
+        widths = sorted({h for h, _ in self.attention_shapes()})
+        return (
+            f"{_span(self.layers)} layers, hidden {_span(widths)} ({len(widths)} sizes), "
+            f"{len(self.attention_shapes())} (hidden, heads), FFN x{_span(self.ffn_ratio)}"
+        )
+
+
+def _span(values: tuple[int, ...] | list[int]) -> str:
+    low, high = min(values), max(values)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+# How many widths a teacher-derived space offers: enough to trade width for depth, few enough
+# that a quick profile measures every block shape in minutes.
+WIDTHS = 6
+
+
+def teacher_space(teacher: StudentArch) -> SearchSpace:
+    """The search space a teacher calls for: widths from a third of the teacher's up to its
+    own in steps of whole heads, each with the teacher's head size; 1 to the teacher's layers;
+    FFN ratios 1 to the teacher's. The teacher itself is a point of the space, so a profile of
+    the space also covers the teacher's latency.
+    """
+    head_size = teacher.hidden // teacher.heads
+    if head_size < 1 or teacher.hidden % teacher.heads:
+        raise UsageError(
+            f"teacher hidden size {teacher.hidden} is not divisible by its {teacher.heads} heads"
+        )
+    step = head_size * max(1, round(teacher.hidden / WIDTHS / head_size))
+    widths = {h for h in range(step, teacher.hidden + 1, step) if 3 * h >= teacher.hidden}
+    widths.add(teacher.hidden)
+    hidden = tuple(sorted(widths))
+    ratio = max(1, teacher.ffn // teacher.hidden)
+    return SearchSpace(
+        layers=tuple(range(1, teacher.layers + 1)),
+        hidden=hidden,
+        heads=tuple(sorted({h // head_size for h in hidden})),
+        ffn_ratio=tuple(range(1, max(ratio, 1) + 1)),
+        activations=("gelu",),
+        min_head_size=head_size,
+        max_head_size=head_size,
+    ).validate()
 
 
 def load_space(path: Path | None) -> SearchSpace:

@@ -34,8 +34,16 @@ def profile(
         list[int] | None,
         typer.Option("--seq-len", help="Sequence lengths (repeatable; default 32 and 128)."),
     ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="Measure for this teacher: its search space (widths and depths up to its own) "
+            "and its own latency. Default: the built-in space (me5-small-sized)."
+        ),
+    ] = None,
     space: Annotated[
-        Path | None, typer.Option(help="Search space JSON (default: the built-in space).")
+        Path | None,
+        typer.Option(help="Search space JSON (default: the teacher's, else the built-in one)."),
     ] = None,
     quick: Annotated[
         bool, typer.Option(help="Seq 128 only, fewer runs and architectures (minutes).")
@@ -61,7 +69,9 @@ def profile(
     An interrupted profile resumes from NAME.json.partial when run again with the same options.
 
     Example: [bold]kdcompress profile --device cpu --backend onnxruntime --quick[/]
+    For a teacher: [bold]kdcompress profile --teacher mpnet-base --quick[/]
     """
+    from kdcompress.models import teacher_shape
     from kdcompress.profile.runner import default_name, make_settings, run_profile
     from kdcompress.render import profile_summary
     from kdcompress.space import load_space
@@ -70,6 +80,7 @@ def profile(
     if name is not None:
         check_profile_name(name)
     check_shapes(seq_len, batch)
+    shape = teacher_shape(teacher) if teacher is not None else None
     settings = make_settings(
         backend=backend,
         threads=threads,
@@ -77,9 +88,10 @@ def profile(
         batch_sizes=tuple(batch or (1,)),
         quick=quick,
         seed=seed,
-        space=load_space(space),
+        space=load_space(space) if space is not None or shape is None else None,
         fit_architectures=fit_archs,
         heldout_architectures=heldout_archs,
+        teacher=shape,
     )
     name = name or default_name(settings)
     output = output or Path("profiles") / f"{name}.json"

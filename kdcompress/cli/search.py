@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from kdcompress.cli.options import (
 )
 from kdcompress.errors import UsageError
 
+if TYPE_CHECKING:
+    from kdcompress.space import SearchSpace
+
 
 @app.command()
 def search(
@@ -29,7 +32,10 @@ def search(
     output: Annotated[Path | None, typer.Option(help="Run directory for the search.")] = None,
     teacher: TeacherOption = DEFAULT_TEACHER,
     space: Annotated[
-        Path | None, typer.Option(help="Search space JSON (default: the built-in space).")
+        Path | None,
+        typer.Option(
+            help="Search space JSON (default: the teacher's, within what the profile measured)."
+        ),
     ] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Search episodes.")] = 15,
     candidates: Annotated[
@@ -92,7 +98,6 @@ def search(
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
     from kdcompress.search.runner import SETTINGS_FILE, SearchSettings, run_search
-    from kdcompress.space import load_space
 
     executor_name = _check_options(alpha, beta, latency_budget_ms, executor, ray_address)
     check_shapes([seq_len], None)
@@ -112,7 +117,7 @@ def search(
             controller=controller,
             reward=RewardSettings(alpha=alpha, beta=beta),
             proxy=ProxySettings(sentences=proxy_size, steps=proxy_steps),
-            space=load_space(space),
+            space=_space(space, teacher, target, seq_len),
             budgets_ms=tuple(latency_budget_ms or ()),
         )
     hold_output(ctx, output)
@@ -147,6 +152,19 @@ def _check_options(
     if ray_address is not None and executor_name != "ray":
         raise UsageError("--ray-address needs --executor ray")
     return executor_name
+
+
+def _space(path: Path | None, teacher: str, target: Path | None, seq_len: int) -> SearchSpace:
+    """The ``--space`` file, else the teacher's space within what the profile measured."""
+    from kdcompress.latency.coverage import search_space_for
+    from kdcompress.latency.schema import read_profile
+    from kdcompress.models import teacher_shape
+    from kdcompress.space import load_space
+
+    if path is not None or target is None:
+        return load_space(path)
+    profile = read_profile(target)
+    return search_space_for(teacher_shape(teacher), profile, seq_len=seq_len, name=teacher)
 
 
 def _check_new_search(target: Path | None, output: Path | None) -> Path:

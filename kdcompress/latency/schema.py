@@ -92,6 +92,9 @@ class ModelTiming:
     def key(self) -> str:
         return f"model/{self.arch.arch_id}/s{self.seq_len}/b{self.batch}"
 
+    def with_role(self, role: str) -> ModelTiming:
+        return dataclasses.replace(self, role=role)
+
 
 T = TypeVar("T", BlockTiming, ModelTiming)
 
@@ -163,6 +166,12 @@ class ProfileSettings:
     rounds: int = 3  # passes over the whole plan; each point's fastest quiet pass is used
     retries: int = 5  # re-measurements of a disturbed or noisy point within one pass
     patience_s: float = 2.0  # wait before each re-measurement, for a burst of load to pass
+    # The teacher's shape: its encoder is timed too (role "teacher"), so the search divides by
+    # a measured teacher latency. None: no teacher was named.
+    teacher: StudentArch | None = None
+    # Encoders are drawn from the cheapest share (by compute) of the space: where the search's
+    # budgets (teacher / 4 and faster) put students. Blocks are measured for the whole space.
+    encoder_share: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import random
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from kdcompress.backends import Backend, BackendName, LoadedModel
 from kdcompress.backends.base import benchmark_stable
 from kdcompress.encoding import synthetic_batch
 from kdcompress.errors import UsageError
+from kdcompress.latency.predictor import FEATURES
 from kdcompress.latency.schema import BlockTiming, ModelTiming, ProfileSettings, block_key
 from kdcompress.space import SearchSpace
 
@@ -53,27 +54,44 @@ def block_graphs(space: SearchSpace) -> list[BlockGraph]:
     return graphs
 
 
+MIN_FIT = len(FEATURES)  # whole encoders the correction needs, at least
+
+
 def _cost(arch: StudentArch) -> int:
     """Multiply-adds per token: orders architectures from cheap to expensive."""
     return arch.layers * (4 * arch.hidden**2 + 2 * arch.hidden * arch.ffn)
 
 
 def choose_architectures(settings: ProfileSettings) -> list[tuple[StudentArch, str]]:
-    """Fit and held-out architectures, both spread evenly over the cost range of the space.
+    """Fit and held-out architectures, both spread evenly over the cost range of the space
+    (its cheapest ``encoder_share``), then the teacher's shape if the settings name one.
 
     The space is sorted by cost and cut into equal strata, one architecture drawn (seeded) per
     stratum; held-out picks are spaced evenly among them, so neither set clusters at one end.
+    A space smaller than asked gives all its architectures, split in the asked proportion.
     """
     ordered = sorted(set(settings.space.architectures()), key=lambda a: (_cost(a), a.arch_id))
-    wanted = settings.fit_architectures + settings.heldout_architectures
-    if len(ordered) < wanted:
-        raise UsageError(f"the search space has {len(ordered)} architectures; {wanted} are needed")
+    n_fit, n_heldout = settings.fit_architectures, settings.heldout_architectures
+    if len(ordered) < n_fit + n_heldout:
+        if len(ordered) < MIN_FIT + (1 if n_heldout else 0):
+            raise UsageError(
+                f"the search space has {len(ordered)} architectures; at least "
+                f"{MIN_FIT + 1} are needed to fit and test the latency model"
+            )
+        n_heldout = min(n_heldout, max(1, len(ordered) - MIN_FIT)) if n_heldout else 0
+        n_fit = len(ordered) - n_heldout
+    wanted = n_fit + n_heldout
+    cheap = [a for a in ordered if _cost(a) <= settings.encoder_share * _cost(ordered[-1])]
+    ordered = cheap if len(cheap) >= wanted else ordered[:wanted]
     rng = random.Random(settings.seed)
     step = len(ordered) / wanted
     picks = [ordered[int((i + rng.random()) * step)] for i in range(wanted)]
-    n_heldout = settings.heldout_architectures
     heldout = set(np.linspace(1, wanted - 1, n_heldout).round().astype(int)) if n_heldout else set()
-    return [(arch, "heldout" if i in heldout else "fit") for i, arch in enumerate(picks)]
+    chosen = [(arch, "heldout" if i in heldout else "fit") for i, arch in enumerate(picks)]
+    teacher = replace(settings.teacher, activation="gelu") if settings.teacher else None
+    if teacher is not None and teacher not in picks:
+        chosen.append((teacher, "teacher"))
+    return chosen
 
 
 def _bert_config(

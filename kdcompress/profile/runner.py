@@ -8,7 +8,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from kdcompress.artifacts import Artifact
+from kdcompress.artifacts import Artifact, StudentArch
 from kdcompress.backends import get_backend
 from kdcompress.console import info, progress, warn
 from kdcompress.errors import ArtifactError, OutputExistsError, UsageError
@@ -35,7 +35,9 @@ from kdcompress.profile.measure import (
     measure_model,
     model_keys,
 )
-from kdcompress.space import SearchSpace
+from kdcompress.space import SearchSpace, teacher_space
+
+QUICK_ENCODER_SHARE = 0.35  # a little more than teacher / 4, the slowest default budget
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +63,13 @@ def make_settings(
     space: SearchSpace | None = None,
     fit_architectures: int | None = None,
     heldout_architectures: int | None = None,
+    teacher: StudentArch | None = None,
 ) -> ProfileSettings:
     """Settings with the defaults of a quick or a full profile.
 
     ``vocab`` defaults to a trimmed-vocabulary size: students are vocabulary-trimmed, and an
-    embedding lookup's latency hardly depends on the table's size anyway.
+    embedding lookup's latency hardly depends on the table's size anyway. With ``teacher``,
+    the space defaults to the teacher's and its own encoder is timed too.
     """
     if any(s < 1 for s in seq_lens) or any(b < 1 for b in batch_sizes):
         raise UsageError("sequence lengths and batch sizes must be positive")
@@ -82,10 +86,14 @@ def make_settings(
             (12 if quick else 24) if heldout_architectures is None else heldout_architectures
         ),
         seed=seed,
-        space=(space or SearchSpace()).validate(),
+        space=(space or (teacher_space(teacher) if teacher else SearchSpace())).validate(),
         # On a busy machine every point waits out its retries; a quick profile must stay quick.
         retries=2 if quick else 4,
         patience_s=1.0 if quick else 2.0,
+        teacher=teacher,
+        # A quick profile times encoders where the search's budgets lie (a base-sized encoder
+        # takes seconds a call on 2 cores); a full one times them over the whole space.
+        encoder_share=QUICK_ENCODER_SHARE if quick else 1.0,
     )
 
 
@@ -212,27 +220,3 @@ def _finish(
         error=error,
         noise=statistics.median(spreads) if spreads else 0.0,
     )
-
-
-def find_matching_profile(folder: Path, settings: ProfileSettings) -> Path | None:
-    """A profile in ``folder`` measured on this machine, runtime version and thread count,
-    covering ``settings``' search space and sequence lengths; None if there is none."""
-    current = DeviceFingerprint.current()
-    version = get_backend(settings.backend).version()
-    for path in sorted(folder.glob("*.json")):
-        try:
-            profile = HardwareProfile.load(path)
-        except ArtifactError:
-            continue
-        theirs = profile.settings
-        if (
-            profile.fit is not None
-            and theirs.backend == settings.backend
-            and theirs.threads == settings.threads
-            and profile.backend_version == version
-            and not profile.fingerprint.differences(current)
-            and theirs.space == settings.space
-            and set(settings.seq_lens) <= set(theirs.seq_lens)
-        ):
-            return path
-    return None

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdcompress.artifacts import Artifact, StudentArch
 from kdcompress.console import info, progress, warn
@@ -40,6 +41,10 @@ from kdcompress.search.executor import (
 from kdcompress.search.proxy import ProxySettings
 from kdcompress.search.reward import RewardSettings, reward
 from kdcompress.space import SearchSpace
+
+if TYPE_CHECKING:
+    from kdcompress.latency.coverage import Coverage
+    from kdcompress.latency.predictor import LatencyModel
 
 SETTINGS_FILE = "search-settings.json"
 CANDIDATES_FILE = "candidates.jsonl"
@@ -401,6 +406,44 @@ def finish(output: Path, result: SearchResult) -> SearchResult:
     return result
 
 
+def check_coverage(coverage: Coverage, settings: SearchSettings) -> None:
+    """Refuse, in one line, a space with architectures the profile has not measured."""
+    archs = list(settings.space.architectures())
+    off_grid = coverage.uncovered(archs, seq_len=settings.seq_len)
+    if off_grid:
+        coverage.require(
+            off_grid[0],
+            seq_len=settings.seq_len,
+            what=f"{len(off_grid)} of the {len(archs)} architectures of the search space, e.g.",
+            fix=(
+                f"measure one with `kdcompress profile --teacher {settings.teacher}` (or narrow "
+                "the space with --space)"
+            ),
+        )
+
+
+def teacher_latency(
+    coverage: Coverage, model: LatencyModel, teacher: StudentArch, settings: SearchSettings
+) -> tuple[float, str]:
+    """The teacher's latency and how it was had: the profile's timing of a teacher-shaped
+    encoder, else a prediction from measured blocks; a teacher off the grid is refused."""
+    seq_len = settings.seq_len
+    measured = coverage.measured_ms(teacher, seq_len=seq_len)
+    if measured is not None:
+        return measured, "measured"
+    plain = dataclasses.replace(teacher, activation="gelu")
+    coverage.require(
+        plain,
+        seq_len=seq_len,
+        what="the teacher",
+        fix=(
+            f"measure one with `kdcompress profile --teacher {settings.teacher}` "
+            "(`kdcompress run` measures what it needs itself)"
+        ),
+    )
+    return model.predict_ms(plain, seq_len=seq_len), "predicted"
+
+
 def run_search(
     *,
     settings: SearchSettings,
@@ -416,6 +459,7 @@ def run_search(
     ``executor_name`` ray runs each episode's proxy distillations as Ray tasks (a local Ray
     instance, or the cluster at ``ray_address``); the result is the same as local's.
     """
+    from kdcompress.latency.coverage import Coverage
     from kdcompress.latency.predictor import LatencyModel
     from kdcompress.latency.schema import load_profile
     from kdcompress.models import resolve_model, teacher_arch
@@ -426,17 +470,15 @@ def run_search(
     latency_model = LatencyModel.from_profile(profile)
     teacher_dir = resolve_model(settings.teacher)
     teacher = teacher_arch(teacher_dir)
-    teacher_ms = latency_model.predict_ms(
-        dataclasses.replace(teacher, activation="gelu"), seq_len=settings.seq_len
-    )
-    for arch in settings.space.architectures():  # fail now, not mid-search, if off-grid
-        latency_model.predict_ms(arch, seq_len=settings.seq_len)
+    coverage = Coverage.of(profile)
+    check_coverage(coverage, settings)  # fail now, not mid-search, if off-grid
+    teacher_ms, how = teacher_latency(coverage, latency_model, teacher, settings)
     warn_loose_budgets(settings.budgets_ms, teacher_ms)
     use_ray = parse_executor(executor_name) is ExecutorName.RAY
     if use_ray:
         import_ray()  # a missing Ray fails before anything is written
     _prepare_run_dir(output, settings, resume=resume, overwrite=overwrite)
-    info(f"teacher {teacher.describe()}: {teacher_ms:.2f} ms predicted on '{profile.name}'")
+    info(f"teacher {teacher.describe()}: {teacher_ms:.2f} ms {how} on '{profile.name}'")
     started = time.perf_counter()
     proxy = ProxyEvaluator(
         teacher_dir=teacher_dir,
