@@ -137,6 +137,25 @@ def build_tiny_model(folder: Path, model_type: str = "bert", seed: int = 0) -> P
     return folder
 
 
+def build_tiny_of_type(tokenizer_from: Path, folder: Path, model_type: str, **shape: int) -> Path:
+    """A random-init encoder of ``model_type`` with the tokenizer of ``tokenizer_from``."""
+    import json
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    folder.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy2(tokenizer_from / name, folder / name)
+    source = json.loads((tokenizer_from / "config.json").read_text())
+    ids = {k: source[k] for k in ("vocab_size", "pad_token_id") if k in source}
+    config = AutoConfig.for_model(model_type, max_position_embeddings=80, **ids, **shape)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).eval().save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"), "bert")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import build_tiny_of_type
 
 from kdcompress.artifacts import ExportManifest, ValidationReport
 from kdcompress.errors import ArtifactError, ModelNotFoundError, OutputExistsError, UsageError
@@ -93,19 +94,7 @@ def test_validate_rejects_corrupt_exports(onnx_export: Path, tmp_path: Path) -> 
 
 def _tiny_of_type(tiny_bert: Path, folder: Path, model_type: str, **shape: int) -> Path:
     """A random-init encoder of ``model_type`` with the tiny BERT tokenizer beside it."""
-    import shutil
-
-    import torch
-    from transformers import AutoConfig, AutoModel
-
-    folder.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy2(tiny_bert / name, folder / name)
-    vocab = json.loads((tiny_bert / "config.json").read_text())["vocab_size"]
-    config = AutoConfig.for_model(model_type, vocab_size=vocab, max_position_embeddings=80, **shape)
-    torch.manual_seed(0)
-    AutoModel.from_config(config).eval().save_pretrained(folder)
-    return folder
+    return build_tiny_of_type(tiny_bert, folder, model_type, **shape)
 
 
 BERT_SHAPE = {

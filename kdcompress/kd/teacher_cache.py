@@ -494,13 +494,20 @@ def _finalise(path: Path, meta: CacheMeta, shards: int) -> None:
 
 def load_teacher(teacher_dir: Path) -> Any:
     """The teacher encoder in eval mode, without a pooler (only hidden states are used)."""
-    from transformers import AutoModel
+    import inspect
+
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
     from transformers.utils import logging as hf_logging
 
+    # Not every encoder class has a pooler to leave out (DistilBERT has none).
+    model_class = MODEL_MAPPING[type(AutoConfig.from_pretrained(teacher_dir))]
+    pooler = "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "unused pooler weights" is expected, not news
     try:
-        model = AutoModel.from_pretrained(teacher_dir, add_pooling_layer=False)
+        extra = {"add_pooling_layer": False} if pooler else {}
+        model = AutoModel.from_pretrained(teacher_dir, **extra)
     finally:
         hf_logging.set_verbosity(previous)
     model.eval()

@@ -43,8 +43,8 @@ class BlockTable:
         if key not in self._ms:
             raise ArtifactError(
                 f"the profile has no measurement for {key}: the architecture or input shape is "
-                "outside the profiled grid; measure a profile that covers it with `kdcompress profile "
-                "--teacher TEACHER` (or --space / --seq-len), or let `kdcompress run` do it"
+                "outside the profiled grid; measure a profile that covers it with `kdcompress "
+                "profile --teacher TEACHER` (or --space / --seq-len), or let `kdcompress run` do it"
             )
         return self._ms[key]
 

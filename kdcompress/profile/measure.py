@@ -78,7 +78,8 @@ def choose_architectures(settings: ProfileSettings) -> list[tuple[StudentArch, s
                 f"the search space has {len(ordered)} architectures; at least "
                 f"{MIN_FIT + 1} are needed to fit and test the latency model"
             )
-        n_heldout = min(n_heldout, max(1, len(ordered) - MIN_FIT)) if n_heldout else 0
+        n_fit = max(MIN_FIT, round(len(ordered) * n_fit / (n_fit + n_heldout)))
+        n_heldout = len(ordered) - n_fit if n_heldout else 0
         n_fit = len(ordered) - n_heldout
     wanted = n_fit + n_heldout
     cheap = [a for a in ordered if _cost(a) <= settings.encoder_share * _cost(ordered[-1])]
