@@ -501,8 +501,8 @@ def load_teacher(teacher_dir: Path) -> Any:
     from transformers.utils import logging as hf_logging
 
     # Not every encoder class has a pooler to leave out (DistilBERT has none).
-    model_class = MODEL_MAPPING[type(AutoConfig.from_pretrained(teacher_dir))]
-    pooler = "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    model_class: Any = MODEL_MAPPING[type(AutoConfig.from_pretrained(teacher_dir))]
+    pooler = "add_pooling_layer" in inspect.signature(model_class).parameters
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "unused pooler weights" is expected, not news
     try:
