@@ -6,9 +6,10 @@ progress):
 
 - ``student-*``: students distilled with the tool's default recipe, at about 2x, 4x, 7x, 10x
   and 20x the teacher's speed (``--steps`` each; a killed distillation resumes);
-- ``search-7x`` / ``random-7x``: the 7x recommendation of a search on ``--profile`` with the
-  LSTM controller, and of a random search of the same budget (``--search-episodes`` x
-  ``--search-candidates`` proxy distillations), both distilled like the students above;
+- ``search-*`` / ``random-*``: the 4x and 7x recommendations of a search on ``--profile`` with
+  the LSTM controller, and of a random search of the same budget (``--search-episodes`` x
+  ``--search-candidates`` proxy distillations), distilled like the students above (a pick of
+  a shape already distilled here with the same steps is that student, not distilled twice);
 - ``truncated-*``: the teacher cut to its first k layers, no training;
 - ``teacher-int8``: the teacher's own ONNX Runtime int8 (dynamic) export;
 - ``handpicked-7x``: the usual hand-made choice, a uniform 4-layer slice of the teacher at width
@@ -104,27 +105,51 @@ def student(arch: StudentArch) -> Callable[[argparse.Namespace, Path], Path]:
     return _distilled(lambda _args, _folder: ["--arch-json", shape])
 
 
-def searched(controller: str) -> Callable[[argparse.Namespace, Path], Path]:
-    """The 7x recommendation of a search with ``controller`` on ``--profile``, then distilled
-    like every student: the search's pick (lstm) against a random-search pick, same budget."""
+def searched(controller: str, budget: str) -> Callable[[argparse.Namespace, Path], Path]:
+    """The ``budget`` recommendation of a search with ``controller`` on ``--profile``, then
+    distilled like every student: the search's pick (lstm) against a random search's pick of
+    the same search budget. One search per controller serves every budget."""
 
-    def arch_of(args: argparse.Namespace, folder: Path) -> list[str]:
-        out = folder / "search"
-        if args.profile is None:
-            raise SystemExit("search rows need --profile (a profile of this machine)")
-        if (out / "search-settings.json").is_file() and not (out / "search.json").is_file():
-            call([*KDCOMPRESS, "search", "--resume", str(out)], folder / "search.log")
-        elif not (out / "search.json").is_file():
-            command = [
-                *KDCOMPRESS, "search", "--target", str(args.profile), "--teacher", args.teacher,
-                "--output", str(out), "--controller", controller, "--seed", "0",
-                "--episodes", str(args.search_episodes),
-                "--candidates", str(args.search_candidates),
-            ]  # fmt: skip
-            call(command, folder / "search.log")
-        return ["--arch", f"{out / 'search.json'}#7x"]
+    def arch_of(args: argparse.Namespace, _folder: Path) -> list[str]:
+        found = _search(args, controller) / "search.json"
+        return ["--arch", f"{found}#{budget}"]
 
     return _distilled(arch_of)
+
+
+def _search(args: argparse.Namespace, controller: str) -> Path:
+    out = args.output / "searches" / controller
+    log = out.parent / f"{controller}.log"
+    if args.profile is None:
+        raise SystemExit("search rows need --profile (a profile of this machine)")
+    if (out / "search-settings.json").is_file() and not (out / "search.json").is_file():
+        call([*KDCOMPRESS, "search", "--resume", str(out)], log)
+    elif not (out / "search.json").is_file():
+        command = [
+            *KDCOMPRESS, "search", "--target", str(args.profile), "--teacher", args.teacher,
+            "--output", str(out), "--controller", controller, "--seed", "0",
+            "--episodes", str(args.search_episodes),
+            "--candidates", str(args.search_candidates),
+        ]  # fmt: skip
+        call(command, log)
+    return out
+
+
+def _same_student(args: argparse.Namespace, arch: dict[str, Any]) -> Path | None:
+    """A student of this exact shape already distilled here with the same steps and data."""
+    for done in sorted(args.output.glob("*/student/distill.json")):
+        info = json.loads(done.read_text())
+        same = {k: info["arch"][k] for k in arch} == arch and info["steps"] == args.steps
+        if same and info["sentences"] == (args.sentences or info["sentences"]):
+            return done.parent
+    return None
+
+
+def _picked(spec: str) -> dict[str, Any]:
+    path, budget = spec.split("#")
+    recommended = json.loads(Path(path).read_text())["recommendations"]
+    arch = next(r["arch"] for r in recommended if r["budget"] == budget)
+    return {k: arch[k] for k in ("layers", "hidden", "heads", "ffn")}
 
 
 def _distilled(
@@ -135,8 +160,14 @@ def _distilled(
 
         out = folder / "student"
         if not (out / "distill.json").is_file():
+            arch = arch_of(args, folder)
+            if arch[0] == "--arch":  # a search's pick: maybe a shape distilled here already
+                same = _same_student(args, _picked(arch[1]))
+                if same is not None:
+                    print(f"{folder.name}: the same student as {same.parent.name}", flush=True)
+                    return same
             command = [
-                *KDCOMPRESS, "distill", "--teacher", args.teacher, *arch_of(args, folder),
+                *KDCOMPRESS, "distill", "--teacher", args.teacher, *arch,
                 "--steps", str(args.steps), "--checkpoint-every", "100", "--output", str(out),
                 "--cache", str(args.cache or args.output / "teacher-cache"),
             ]  # fmt: skip
@@ -194,8 +225,10 @@ ROWS = (
     Row("student-15x", "student 1L x 384, FFN 384", student(StudentArch(1, 384, 12, 384))),
     Row("student-20x", "student 1L x 256, FFN 512", student(StudentArch(1, 256, 8, 512))),
     Row("handpicked-7x", "hand-picked 4L x 256, FFN 1024", student(StudentArch(4, 256, 8, 1024))),
-    Row("search-7x", "the search's 7x pick (lstm controller)", searched("lstm")),
-    Row("random-7x", "a random search's 7x pick, same budget", searched("random")),
+    Row("search-4x", "the search's 4x pick (LSTM controller)", searched("lstm", "4x")),
+    Row("random-4x", "a random search's 4x pick, same search budget", searched("random", "4x")),
+    Row("search-7x", "the search's 7x pick (LSTM controller)", searched("lstm", "7x")),
+    Row("random-7x", "a random search's 7x pick, same search budget", searched("random", "7x")),
     Row("truncated-6", "teacher, first 6 layers, no training", truncated(6)),
     Row("truncated-3", "teacher, first 3 layers, no training", truncated(3)),
     Row("truncated-2", "teacher, first 2 layers, no training", truncated(2)),
@@ -217,6 +250,10 @@ def measure(args: argparse.Namespace, row: Row) -> dict[str, Any]:
     folder = args.output / row.name
     folder.mkdir(parents=True, exist_ok=True)
     model = row.make(args, folder)
+    measured = args.output / "rows" / f"{model.parent.name}.json"
+    if model.parent != folder and measured.is_file():  # that very student, measured already
+        same = json.loads(measured.read_text())
+        return same | {"name": row.name, "what": f"{row.what} = {same['what']}"}
     threads = threads_or_default(args.threads)
     options = QuantizeOptions(mode=Quantization.DYNAMIC, seed=0)
     out = export_stage(str(model), folder / "export", ExportFormat.ONNX, threads, options)
@@ -375,7 +412,8 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "```bash",
         f".venv/bin/python benchmarks/frontier.py --output runs/frontier --steps STEPS "
         f"--sentences {args.sentences or 'N'} --suite {args.suite} --only ROW",
-        f"# rows: {names}; model2vec: --model2vec-python ENV/bin/python",
+        f"# rows: {names}; model2vec: --model2vec-python ENV/bin/python; "
+        "search-*/random-*: --profile PROFILE",
         "```",
     ]
     return "\n".join(lines) + "\n"
