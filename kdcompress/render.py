@@ -54,9 +54,10 @@ def validation_tables(report: ValidationReport) -> None:
     console.print(table)
     for row in report.latency:
         if row.latency.disturbed:
+            why = row.latency.disturbance() or "other processes used CPU"
             warn(
-                f"{row.model} at batch {row.batch}, seq {row.seq_len}: other processes used CPU "
-                "while timing; re-run on a quiet machine"
+                f"{row.model} at batch {row.batch}, seq {row.seq_len} disturbed while timing "
+                f"({why}); re-run on a quiet machine"
             )
     for line in prediction_lines(report):
         console.print(line)
