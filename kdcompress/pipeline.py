@@ -120,21 +120,35 @@ def _done(path: Path, cls: type[ExportManifest] | type[ValidationReport]) -> boo
 
 def profile_stage(run_dir: Path, backend: str, threads: int | None) -> Path:
     """Reuse a committed profile of this very machine and runtime, else measure a quick one."""
-    from kdcompress.profile.runner import find_matching_profile, make_settings, run_profile
+    from kdcompress.profile.runner import make_settings, profile_candidates, run_profile
 
     target = run_dir / "profile.json"
     if target.is_file():
         info(f"[dim]profile: done earlier ({target})[/]")
         return target
     settings = make_settings(backend=backend, threads=threads, quick=True)
-    match = find_matching_profile(Path("profiles"), settings)
+    candidates = profile_candidates(PROFILES, settings)
+    match = next((path for path, why in candidates if not why), None)
     if match is not None:
         info(f"profile: reusing {match}, measured on this machine with {backend}")
         shutil.copy2(match, target)
         return target
-    info("profile: no profile of this machine yet; measuring a quick one")
+    info(f"profile: {no_profile_reason(candidates)}; measuring a quick one")
     run_profile(settings=settings, name=f"run-{backend}", output=target)
     return target
+
+
+PROFILES = Path("profiles")  # the committed profiles, relative to where kdcompress runs
+
+
+def no_profile_reason(candidates: list[tuple[Path, list[str]]]) -> str:
+    """Why no committed profile is reused: the one that differs least, and in what."""
+    if not candidates:
+        return f"no profile in {PROFILES}/ yet"
+    path, why = min(candidates, key=lambda candidate: len(candidate[1]))
+    return f"no profile of this machine in {PROFILES}/; the closest, {path}, differs in " + (
+        "; ".join(why)
+    )
 
 
 def search_stage(run_dir: Path, teacher: str, profile: Path, plan: BudgetPlan, seed: int) -> Path:

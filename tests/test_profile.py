@@ -197,3 +197,26 @@ def test_malformed_or_foreign_profile_is_refused(
     (tmp_path / "p.json").write_text(content)
     with pytest.raises(ArtifactError, match=message):
         load_profile(tmp_path / "p.json")
+
+
+def test_profile_differences_name_each_field(saved_profile: Path) -> None:
+    profile = HardwareProfile.load(saved_profile)
+    current = DeviceFingerprint.current()
+    version = profile.backend_version
+    same = runner.make_settings(backend="onnxruntime", seq_lens=(128,))
+    assert runner.profile_differences(profile, same, current, version) == []
+    other = dataclasses.replace(
+        same,
+        threads=same.threads + 1,
+        seq_lens=(32, 128),
+        space=dataclasses.replace(same.space, layers=(1, 2, 3)),
+    )
+    elsewhere = dataclasses.replace(current, cpu="Imaginary CPU 9000")
+    why = runner.profile_differences(profile, other, elsewhere, "0.0.1")
+    assert f"threads: profile {same.threads} vs {same.threads + 1}" in why
+    assert "onnxruntime version: profile " + version + " vs 0.0.1" in why
+    assert any(w.startswith("cpu: profile") and "Imaginary CPU 9000" in w for w in why)
+    assert "search space: layers differ" in why
+    assert "seq_lens: profile 128, lacks 32" in why
+    assert runner.find_matching_profile(saved_profile.parent, same) == saved_profile
+    assert runner.profile_candidates(saved_profile.parent, other)[0][1]

@@ -217,22 +217,43 @@ def _finish(
 def find_matching_profile(folder: Path, settings: ProfileSettings) -> Path | None:
     """A profile in ``folder`` measured on this machine, runtime version and thread count,
     covering ``settings``' search space and sequence lengths; None if there is none."""
+    return next((path for path, why in profile_candidates(folder, settings) if not why), None)
+
+
+def profile_candidates(folder: Path, settings: ProfileSettings) -> list[tuple[Path, list[str]]]:
+    """Every readable profile in ``folder`` with why it cannot stand for ``settings`` on this
+    machine (empty: it can), in file-name order."""
     current = DeviceFingerprint.current()
     version = get_backend(settings.backend).version()
+    candidates = []
     for path in sorted(folder.glob("*.json")):
         try:
             profile = HardwareProfile.load(path)
         except ArtifactError:
             continue
-        theirs = profile.settings
-        if (
-            profile.fit is not None
-            and theirs.backend == settings.backend
-            and theirs.threads == settings.threads
-            and profile.backend_version == version
-            and not profile.fingerprint.differences(current)
-            and theirs.space == settings.space
-            and set(settings.seq_lens) <= set(theirs.seq_lens)
-        ):
-            return path
-    return None
+        candidates.append((path, profile_differences(profile, settings, current, version)))
+    return candidates
+
+
+def profile_differences(
+    profile: HardwareProfile, settings: ProfileSettings, current: DeviceFingerprint, version: str
+) -> list[str]:
+    """The fields in which ``profile`` differs from what ``settings`` on this machine (and
+    runtime ``version``) need, e.g. ``threads: profile 4 vs 2 here``."""
+    theirs = profile.settings
+    why = [] if profile.fit is not None else ["fit: the profile has no fitted latency model"]
+    for field in ("backend", "threads"):
+        if getattr(theirs, field) != getattr(settings, field):
+            why.append(f"{field}: profile {getattr(theirs, field)} vs {getattr(settings, field)}")
+    if profile.backend_version != version:
+        why.append(f"{theirs.backend} version: profile {profile.backend_version} vs {version}")
+    why += profile.fingerprint.differences(current)
+    if theirs.space != settings.space:
+        fields = [f.name for f in dataclasses.fields(theirs.space)]
+        changed = [f for f in fields if getattr(theirs.space, f) != getattr(settings.space, f)]
+        why.append(f"search space: {', '.join(changed)} differ")
+    missing = sorted(set(settings.seq_lens) - set(theirs.seq_lens))
+    if missing:
+        lacks = ", ".join(map(str, missing))
+        why.append(f"seq_lens: profile {', '.join(map(str, theirs.seq_lens))}, lacks {lacks}")
+    return why
