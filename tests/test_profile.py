@@ -220,3 +220,15 @@ def test_profile_differences_name_each_field(saved_profile: Path) -> None:
     assert "seq_lens: profile 128, lacks 32" in why
     assert runner.find_matching_profile(saved_profile.parent, same) == saved_profile
     assert runner.profile_candidates(saved_profile.parent, other)[0][1]
+
+
+def test_held_out_encoders_take_the_shipped_vocabularies_the_fit_keeps_its_own() -> None:
+    settings = runner.make_settings(backend="torch", seq_lens=(128,), quick=True)
+    assert settings.heldout_vocabs == (32_000, runner.SHIPPED_VOCAB)
+    archs = choose_architectures(settings)
+    vocab = measure_module.encoder_vocab
+    assert {vocab(arch, role, settings) for arch, role in archs if role == "fit"} == {32_000}
+    heldout = {vocab(arch, role, settings) for arch, role in archs if role == "heldout"}
+    assert heldout == {32_000, runner.SHIPPED_VOCAB}  # both kinds are held out
+    older = dataclasses.replace(settings, heldout_vocabs=())  # profiles written before
+    assert {vocab(arch, role, older) for arch, role in archs} == {32_000}

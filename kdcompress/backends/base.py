@@ -149,9 +149,14 @@ def compare_latency(
     flagged. Each model's result is its median undisturbed round (median of all if every round
     was disturbed), with every round's p50 in ``round_p50_ms`` for the spread of a speedup.
 
-    All models live in one process. Two runtimes' thread pools do not disturb each other here:
-    blocks run one after another, and an idle ONNX Runtime pool stops spinning within
-    microseconds of its last call, long before the next block's warm-up ends.
+    All models live in one process: blocks run one after another, so only an idle pool that
+    keeps spinning could disturb the model timed next, and each block's warm-up comes first.
+    A brief check (random 6L and 1L x 384 encoders, ONNX Runtime, 2 threads, 6 rounds, each
+    model alone in a process of its own vs both in one, twice) found no consistent effect:
+    together vs alone -1% for both models once, +22% for both the other time, on a shared
+    2-core machine so busy that nearly every block was flagged -- the difference followed the
+    machine's load, not the company. ``benchmarks/latency_trust.py --isolation`` repeats the
+    check on a quiet machine.
     """
     probe = SpeedProbe()
     per_model: dict[str, list[LatencyStats]] = {name: [] for name in models}

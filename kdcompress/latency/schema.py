@@ -163,6 +163,9 @@ class ProfileSettings:
     rounds: int = 3  # passes over the whole plan; each point's fastest quiet pass is used
     retries: int = 5  # re-measurements of a disturbed or noisy point within one pass
     patience_s: float = 2.0  # wait before each re-measurement, for a burst of load to pass
+    # Vocabulary sizes of the held-out encoders, taken by architecture (empty: ``vocab``), so
+    # the held-out error covers the trimmed vocabularies students ship with.
+    heldout_vocabs: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
