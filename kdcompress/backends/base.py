@@ -155,7 +155,7 @@ def compare_latency(
     model alone in a process of its own vs both in one, twice) found no consistent effect:
     together vs alone -1% for both models once, +22% for both the other time, on a shared
     2-core machine so busy that nearly every block was flagged -- the difference followed the
-    machine's load, not the company. ``benchmarks/latency_trust.py --isolation`` repeats the
+    machine's load, not the company. ``benchmarks/latency_trust.py isolation`` repeats the
     check on a quiet machine.
     """
     probe = SpeedProbe()
