@@ -199,15 +199,6 @@ class LatencyStats(Artifact):
         legacy = self.foreign_load is not None and self.foreign_load > FOREIGN_LOAD_LIMIT
         return bool(self.flags) or legacy
 
-    def disturbance(self) -> str:
-        """The flags with their readings, e.g. ``steal 8%, reference kernel +14%``."""
-        readings = {
-            "other-processes": f"other processes {self.foreign_load or 0:.0%}",
-            "steal": f"steal {self.steal or 0:.0%}",
-            "reference-drift": f"reference kernel {self.reference_drift or 0:+.0%}",
-        }
-        return ", ".join(readings.get(flag, flag) for flag in self.flags)
-
     def without_samples(self) -> LatencyStats:
         """These statistics without the raw samples (for files that keep thousands of them)."""
         return dataclasses.replace(self, samples_ms=())

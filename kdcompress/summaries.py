@@ -6,6 +6,7 @@ from __future__ import annotations
 from kdcompress.artifacts import (
     PREDICTION_ERROR_LIMIT,
     LatencyRow,
+    LatencyStats,
     ParityReport,
     ValidationReport,
 )
@@ -134,9 +135,19 @@ def _latency_row(row: LatencyRow) -> str:
     cells += [f"{stats.min_ms:.2f}", str(stats.runs), "" if load is None else f"{load:.0%}"]
     cells += ["" if stats.steal is None else f"{stats.steal:.0%}"]
     cells += ["" if drift is None else f"{drift:+.0%}"]
-    cells[-1] += f" **disturbed** ({stats.disturbance()})" if stats.flags else ""
+    cells[-1] += f" **disturbed** ({disturbance(stats)})" if stats.flags else ""
     cells[-1] += " **disturbed**" if stats.disturbed and not stats.flags else ""
     return "| " + " | ".join(cells) + " |"
+
+
+def disturbance(stats: LatencyStats) -> str:
+    """A timing's flags with their readings, e.g. ``steal 8%, reference kernel +14%``."""
+    readings = {
+        "other-processes": f"other processes {stats.foreign_load or 0:.0%}",
+        "steal": f"steal {stats.steal or 0:.0%}",
+        "reference-drift": f"reference kernel {stats.reference_drift or 0:+.0%}",
+    }
+    return ", ".join(readings.get(flag, flag) for flag in stats.flags)
 
 
 def prediction_lines(report: ValidationReport) -> list[str]:

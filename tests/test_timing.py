@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kdcompress.artifacts import LatencyStats
+from kdcompress.summaries import disturbance
 from kdcompress.timing import (
     CpuTimes,
     ForeignLoadMeter,
@@ -127,13 +128,13 @@ def test_flags_name_each_kind_of_interference() -> None:
     # the machine slowed down during the block: nothing in the counters, the kernel shows it
     slower = _stats(foreign_load=0.0, steal=0.0, reference_ms=(1.0, 1.2)).flagged()
     assert slower.flags == ("reference-drift",)
-    assert slower.disturbance() == "reference kernel +20%"
+    assert disturbance(slower) == "reference kernel +20%"
     # slow throughout the block, against a faster baseline seen earlier in the session
     slow = _stats(reference_ms=(1.3, 1.3), reference_baseline_ms=1.0).flagged()
     assert slow.flags == ("reference-drift",)
     busy = _stats(foreign_load=0.5, steal=0.1).flagged()
     assert busy.flags == ("other-processes", "steal")
-    assert busy.disturbance() == "other processes 50%, steal 10%"
+    assert disturbance(busy) == "other processes 50%, steal 10%"
 
 
 def test_speed_probe_takes_the_median_and_keeps_the_fastest() -> None:
