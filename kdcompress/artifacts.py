@@ -130,6 +130,14 @@ def _from_jsonable(tp: Any, value: Any, where: str) -> Any:
 # Above this share of the machine's CPU time used by other processes, a measurement is
 # considered disturbed (a second busy core on a 2-core machine is 0.5).
 FOREIGN_LOAD_LIMIT = 0.15
+# A latency prediction further than this from the measurement is flagged in every report.
+PREDICTION_ERROR_LIMIT = 0.10
+# Interference no process list shows: above this share of CPU time stolen by the hypervisor for
+# other virtual machines, or with the reference kernel (the machine's current speed, timed
+# before and after each block) slower than the fastest seen by more than this, a measurement is
+# considered disturbed too.
+STEAL_LIMIT = 0.05
+REFERENCE_DRIFT_LIMIT = 0.10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +159,11 @@ class LatencyStats(Artifact):
     p95_ms: float | None = None
     p99_ms: float | None = None
     samples_ms: tuple[float, ...] = ()  # every timed call in the order run (empty: not kept)
+    steal: float | None = None  # share of CPU time the hypervisor gave to other machines
+    reference_ms: tuple[float, ...] = ()  # the reference kernel before and after the block
+    reference_baseline_ms: float | None = None  # the fastest reference kernel of the session
+    flags: tuple[str, ...] = ()  # why the timing is disturbed, see :meth:`flagged`
+    round_p50_ms: tuple[float, ...] = ()  # p50 of every side-by-side round, in order
 
     @property
     def spread(self) -> float:
@@ -158,8 +171,33 @@ class LatencyStats(Artifact):
         return (self.p90_ms - self.p50_ms) / self.p50_ms if self.p50_ms > 0 else 0.0
 
     @property
+    def reference_drift(self) -> float | None:
+        """How much slower the machine ran the reference kernel around this block than at its
+        fastest in the session (0.1: 10% slower); None where it was not timed."""
+        if not self.reference_ms:
+            return None
+        baseline = self.reference_baseline_ms or min(self.reference_ms)
+        return max(self.reference_ms) / baseline - 1.0 if baseline > 0 else None
+
+    def flagged(self) -> LatencyStats:
+        """These statistics with ``flags`` set from what was observed while timing:
+        ``other-processes`` (their CPU use), ``steal`` (the hypervisor's) and
+        ``reference-drift`` (the machine ran slower, whatever the cause)."""
+        flags = []
+        if self.foreign_load is not None and self.foreign_load > FOREIGN_LOAD_LIMIT:
+            flags.append("other-processes")
+        if self.steal is not None and self.steal > STEAL_LIMIT:
+            flags.append("steal")
+        drift = self.reference_drift
+        if drift is not None and drift > REFERENCE_DRIFT_LIMIT:
+            flags.append("reference-drift")
+        return dataclasses.replace(self, flags=tuple(flags))
+
+    @property
     def disturbed(self) -> bool:
-        return self.foreign_load is not None and self.foreign_load > FOREIGN_LOAD_LIMIT
+        # Files written before ``flags`` existed hold only the foreign-load reading.
+        legacy = self.foreign_load is not None and self.foreign_load > FOREIGN_LOAD_LIMIT
+        return bool(self.flags) or legacy
 
     def without_samples(self) -> LatencyStats:
         """These statistics without the raw samples (for files that keep thousands of them)."""
@@ -287,6 +325,13 @@ class ExportManifest(Artifact):
     int8: QuantizationReport | None = None
 
 
+# Names of the models a validation measures side by side.
+TEACHER = "teacher"
+STUDENT_FP32 = "student-fp32"
+STUDENT_INT8 = "student-int8"
+STUDENT_PYTORCH = "student-pytorch"
+
+
 @dataclasses.dataclass(frozen=True)
 class LatencyRow:
     """One latency measurement of one model on one backend at one input shape."""
@@ -300,11 +345,24 @@ class LatencyRow:
 
 @dataclasses.dataclass(frozen=True)
 class PredictedLatency:
-    """The hardware profile's prediction for one input shape."""
+    """The hardware profile's prediction for one model at one input shape, and the p50 then
+    measured (None in files written before it was kept, or where the shape was not timed)."""
 
     batch: int
     seq_len: int
     predicted_ms: float
+    model: str = STUDENT_FP32  # files written before the teacher was predicted hold the student
+    measured_ms: float | None = None
+
+    @property
+    def error(self) -> float | None:
+        """Predicted / measured - 1 (-0.1: predicted 10% low)."""
+        return self.predicted_ms / self.measured_ms - 1.0 if self.measured_ms else None
+
+    @property
+    def off(self) -> bool:
+        """Whether the prediction missed by more than :data:`PREDICTION_ERROR_LIMIT`."""
+        return self.error is not None and abs(self.error) > PREDICTION_ERROR_LIMIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,12 +420,6 @@ def int8_file_name(fp32_file: str, *, weight_type: str, preset: str) -> str:
 VALIDATION_REPORT = "validation.json"
 VALIDATION_MARKDOWN = "validation.md"
 
-# Names of the models a validation measures side by side.
-TEACHER = "teacher"
-STUDENT_FP32 = "student-fp32"
-STUDENT_INT8 = "student-int8"
-STUDENT_PYTORCH = "student-pytorch"
-
 
 @dataclasses.dataclass(frozen=True)
 class ValidationReport(Artifact):
@@ -383,7 +435,7 @@ class ValidationReport(Artifact):
     cpu: str
     threads: int
     teacher_export: str | None = None
-    predicted: tuple[PredictedLatency, ...] = ()  # for the student's fp32 architecture
+    predicted: tuple[PredictedLatency, ...] = ()  # student fp32 and teacher, by shape
     models: tuple[ModelSummary, ...] = ()
     fp32_parity: ParityReport | None = None  # of the fp32 file, when the deployed one is int8
     eval_suite: str = "none"  # none, quick or full
@@ -413,6 +465,25 @@ class ValidationReport(Artifact):
         reference = self.p50(self.reference, batch, seq_len)
         student = self.p50(model or self.deployed, batch, seq_len)
         return reference / student if reference and student else None
+
+    def speedup_rounds(self, batch: int, seq_len: int, model: str | None = None) -> list[float]:
+        """Reference p50 / student p50 of every side-by-side round (empty in files written
+        before the rounds were kept): their range is the speedup's spread."""
+        reference = self.stats(self.reference, batch, seq_len)
+        student = self.stats(model or self.deployed, batch, seq_len)
+        if reference is None or student is None:
+            return []
+        pairs = zip(reference.round_p50_ms, student.round_p50_ms, strict=False)
+        return [r / s for r, s in pairs if s > 0]
+
+    def predictions(self) -> list[PredictedLatency]:
+        """Every prediction with its measured p50 (looked up for files that did not keep it)."""
+        return [
+            p
+            if p.measured_ms is not None
+            else dataclasses.replace(p, measured_ms=self.p50(p.model, p.batch, p.seq_len))
+            for p in self.predicted
+        ]
 
     def summary(self, name: str) -> ModelSummary | None:
         return next((m for m in self.models if m.name == name), None)

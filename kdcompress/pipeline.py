@@ -122,7 +122,7 @@ def _done(path: Path, cls: type[ExportManifest] | type[ValidationReport]) -> boo
 def profile_stage(run_dir: Path, backend: str, threads: int | None, teacher: StudentArch) -> Path:
     """Reuse a profile of this very machine and runtime that covers the teacher's space, else
     measure a quick one, reusing what earlier profiles of this machine measured."""
-    from kdcompress.profile.reuse import find_matching_profile, seed_partial
+    from kdcompress.profile.reuse import profile_candidates, seed_partial
     from kdcompress.profile.runner import make_settings, partial_path, run_profile
 
     target = run_dir / "profile.json"
@@ -130,16 +130,31 @@ def profile_stage(run_dir: Path, backend: str, threads: int | None, teacher: Stu
         info(f"[dim]profile: done earlier ({target})[/]")
         return target
     settings = make_settings(backend=backend, threads=threads, quick=True, teacher=teacher)
-    committed = sorted(Path("profiles").glob("*.json"))
-    match = find_matching_profile(committed, settings)
+    committed = sorted(PROFILES.glob("*.json"))
+    candidates = [(path, why) for path, _, why in profile_candidates(committed, settings)]
+    match = next((path for path, why in candidates if not why), None)
     if match is not None:
         info(f"profile: reusing {match}, measured on this machine with {backend}")
         shutil.copy2(match, target)
         return target
-    info(f"profile: measuring a quick one of this machine for {settings.space.describe()}")
+    info(f"profile: {no_profile_reason(candidates)}; measuring a quick one for its space")
+    info(f"[dim]profile: {settings.space.describe()}[/]")
     seed_partial(committed, settings, partial_path(target))
     run_profile(settings=settings, name=f"run-{backend}", output=target)
     return target
+
+
+PROFILES = Path("profiles")  # the committed profiles, relative to where kdcompress runs
+
+
+def no_profile_reason(candidates: list[tuple[Path, list[str]]]) -> str:
+    """Why no committed profile is reused: the one that differs least, and in what."""
+    if not candidates:
+        return f"no profile in {PROFILES}/ yet"
+    path, why = min(candidates, key=lambda candidate: len(candidate[1]))
+    return f"no profile in {PROFILES}/ fits this machine and teacher; the closest, {path}, " + (
+        "differs in " + "; ".join(why)
+    )
 
 
 def search_stage(

@@ -40,7 +40,7 @@ def parity_table(parity: ParityReport) -> None:
 
 
 def validation_tables(report: ValidationReport) -> None:
-    from kdcompress.summaries import prediction_lines, validation_summary
+    from kdcompress.summaries import disturbance, prediction_lines, validation_summary
 
     parity_table(report.parity)
     header, rows = validation_summary(report)
@@ -54,9 +54,10 @@ def validation_tables(report: ValidationReport) -> None:
     console.print(table)
     for row in report.latency:
         if row.latency.disturbed:
+            why = disturbance(row.latency) or "other processes used CPU"
             warn(
-                f"{row.model} at batch {row.batch}, seq {row.seq_len}: other processes used CPU "
-                "while timing; re-run on a quiet machine"
+                f"{row.model} at batch {row.batch}, seq {row.seq_len} disturbed while timing "
+                f"({why}); re-run on a quiet machine"
             )
     for line in prediction_lines(report):
         console.print(line)

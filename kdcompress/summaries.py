@@ -3,7 +3,13 @@ report and the terminal tables share, so the three never disagree."""
 
 from __future__ import annotations
 
-from kdcompress.artifacts import STUDENT_FP32, LatencyRow, ParityReport, ValidationReport
+from kdcompress.artifacts import (
+    PREDICTION_ERROR_LIMIT,
+    LatencyRow,
+    LatencyStats,
+    ParityReport,
+    ValidationReport,
+)
 
 
 def _mib(nbytes: float) -> str:
@@ -52,7 +58,9 @@ def validation_summary(report: ValidationReport) -> tuple[list[str], list[list[s
                     if widest > first
                     else []
                 ),
-                f"{speedup:.2f}x" if speedup else "",
+                _speedup(speedup, report.speedup_rounds(first, longest, model.name))
+                if model.name != report.reference
+                else _speedup(speedup, []),
                 *(f"{model.scores[t]:.3f}" if t in model.scores else "" for t in tasks),
                 *(
                     [f"{model.retention:.1%}" if model.retention is not None else ""]
@@ -64,6 +72,14 @@ def validation_summary(report: ValidationReport) -> tuple[list[str], list[list[s
     return header, rows
 
 
+def _speedup(speedup: float | None, rounds: list[float]) -> str:
+    """``7.52x (7.31-7.70)``: the speedup and, in brackets, its range over the rounds."""
+    if not speedup:
+        return ""
+    spread = f" ({min(rounds):.2f}-{max(rounds):.2f})" if len(rounds) > 1 else ""
+    return f"{speedup:.2f}x{spread}"
+
+
 def validation_markdown(report: ValidationReport, *, heading: str | None = None) -> list[str]:
     """The validation as Markdown: one summary row per model, then every latency measured."""
     header, rows = validation_summary(report)
@@ -73,7 +89,8 @@ def validation_markdown(report: ValidationReport, *, heading: str | None = None)
         f"## Validation{f' ({heading})' if heading else ''}",
         "",
         f"`{report.export_dir}`: {report.threads} threads, {report.cpu}; latency at batch "
-        f"{first} unless stated, every model timed in turns in one process.",
+        f"{first} unless stated, every model timed in turns in one process (speedup: the "
+        "median rounds' ratio, in brackets its range over the rounds).",
         "",
         _parity_line("deployed file", report.parity),
     ]
@@ -93,43 +110,59 @@ def validation_markdown(report: ValidationReport, *, heading: str | None = None)
         f"at seq {longest}; in brackets, what the model adds to the runtime alone.{quality}",
         "",
         "| model | batch | seq | p50 ms | p90 ms | p95 ms | p99 ms | std ms | min ms | runs "
-        "| other processes' CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| other processes' CPU | steal | reference kernel |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_latency_row(row) for row in report.latency]
     disturbed = sum(row.latency.disturbed for row in report.latency)
     if disturbed:
         lines.append(
-            f"\n**{disturbed} of {len(report.latency)} timings were disturbed by other "
-            "processes**: these latencies are not representative; re-run the validation on a "
-            "quiet machine."
+            f"\n**{disturbed} of {len(report.latency)} timings were disturbed** (by other "
+            "processes, steal time or a slower machine, as the reference kernel timed around "
+            "each block shows): these latencies are not representative; re-run the validation "
+            "on a quiet machine."
         )
     lines += [f"\n{line}" for line in prediction_lines(report)]
     return [*lines, ""]
 
 
 def _latency_row(row: LatencyRow) -> str:
-    """One measurement; p95, p99 and std are blank in files written before they were kept."""
-    stats, load = row.latency, row.latency.foreign_load
+    """One measurement; columns blank in files written before they were kept."""
+    stats, load, drift = row.latency, row.latency.foreign_load, row.latency.reference_drift
     cells = [row.model, str(row.batch), str(row.seq_len)]
     cells += [_ms(v) for v in (stats.p50_ms, stats.p90_ms, stats.p95_ms, stats.p99_ms)]
     cells.append(_ms(stats.std_ms))
     cells += [f"{stats.min_ms:.2f}", str(stats.runs), "" if load is None else f"{load:.0%}"]
-    cells[-1] += " **disturbed**" if stats.disturbed else ""
+    cells += ["" if stats.steal is None else f"{stats.steal:.0%}"]
+    cells += ["" if drift is None else f"{drift:+.0%}"]
+    cells[-1] += f" **disturbed** ({disturbance(stats)})" if stats.flags else ""
+    cells[-1] += " **disturbed**" if stats.disturbed and not stats.flags else ""
     return "| " + " | ".join(cells) + " |"
 
 
+def disturbance(stats: LatencyStats) -> str:
+    """A timing's flags with their readings, e.g. ``steal 8%, reference kernel +14%``."""
+    readings = {
+        "other-processes": f"other processes {stats.foreign_load or 0:.0%}",
+        "steal": f"steal {stats.steal or 0:.0%}",
+        "reference-drift": f"reference kernel {stats.reference_drift or 0:+.0%}",
+    }
+    return ", ".join(readings.get(flag, flag) for flag in stats.flags)
+
+
 def prediction_lines(report: ValidationReport) -> list[str]:
-    """The hardware profile's prediction for the student next to what was measured."""
+    """The hardware profile's prediction for every model it predicts, next to the measurement;
+    a miss over :data:`PREDICTION_ERROR_LIMIT` is flagged."""
     lines = []
-    for pred in report.predicted:
-        measured = report.p50(STUDENT_FP32, pred.batch, pred.seq_len)
-        if measured:
-            lines.append(
-                f"Profile prediction for the student (fp32) at batch {pred.batch}, seq "
-                f"{pred.seq_len}: {pred.predicted_ms:.2f} ms, measured {measured:.2f} ms "
-                f"({(pred.predicted_ms / measured - 1) * 100:+.0f}%)."
-            )
+    for pred in report.predictions():
+        if pred.measured_ms is None or pred.error is None:
+            continue
+        flag = f": **off by more than {PREDICTION_ERROR_LIMIT:.0%}**" if pred.off else ""
+        lines.append(
+            f"Profile prediction for {pred.model} at batch {pred.batch}, seq {pred.seq_len}: "
+            f"{pred.predicted_ms:.2f} ms, measured {pred.measured_ms:.2f} ms "
+            f"({pred.error * 100:+.0f}%){flag}."
+        )
     return lines
 
 

@@ -110,8 +110,9 @@ def validate_export(
     folder on the same runtime, see :func:`kdcompress.export.teacher_export`) -- or, without a
     teacher, the student's PyTorch source. ``quality`` (quick / full) runs the evaluation
     suite on each; ``memory`` measures each file's peak RSS in a process of its own. With
-    ``profile``, the latency the hardware profile predicted for the student is reported next
-    to the measurement. Writes ``validation.json`` and ``validation.md`` into ``export_dir``.
+    ``profile``, the latency the hardware profile predicts for every model it can (the
+    student's fp32 file and the teacher; an int8 file is not what a profile times) is reported
+    next to the measurement. Writes ``validation.json`` and ``validation.md`` into ``export_dir``.
     """
     threads = threads_or_default(threads)
     suite = parse_suite(quality)
@@ -130,7 +131,7 @@ def validate_export(
         cpu=cpu_model(),
         threads=threads,
         teacher_export=str(subject.teacher_dir) if subject.teacher_dir else None,
-        predicted=_predicted(latency_model, subject.source_dir, subject.seq_lens, batch_sizes),
+        predicted=_predicted(latency_model, subject, batch_sizes, rows),
         models=_summaries(subject, scores, memory=memory, threads=threads),
         fp32_parity=fp32_parity,
         eval_suite=suite,
@@ -151,6 +152,7 @@ class _Subject:
     files: dict[str, Path]  # model name -> file, the teacher's first
     quantization: dict[str, str]  # model name -> its export's quantization
     teacher_dir: Path | None
+    teacher_source: Path | None  # the teacher's Hugging Face folder, for its predicted latency
     vocab: int  # synthetic token ids must exist in every model
     seq_lens: tuple[int, ...]
 
@@ -166,13 +168,16 @@ def _subject(export_dir: Path, teacher: Path | None, seq_lens: tuple[int, ...] |
         raise UsageError(f"sequence length {max(seq_lens)} exceeds the model's {limit} positions")
     files = _student_files(export_dir, manifest)
     quantization = {STUDENT_FP32: "none", STUDENT_INT8: manifest.quantization}
-    teacher_dir = None
+    teacher_dir = teacher_source = None
     if teacher is not None:
         teacher_dir, teacher_manifest, teacher_vocab = _teacher(Path(teacher), manifest)
+        teacher_source = _source_dir(teacher_dir, teacher_manifest)
         files = {TEACHER: teacher_dir / teacher_manifest.model_file, **files}
         quantization[TEACHER] = teacher_manifest.quantization
         vocab = min(vocab, teacher_vocab)
-    return _Subject(manifest, source_dir, files, quantization, teacher_dir, vocab, seq_lens)
+    return _Subject(
+        manifest, source_dir, files, quantization, teacher_dir, teacher_source, vocab, seq_lens
+    )
 
 
 def _side_by_side(
@@ -351,22 +356,30 @@ def _latency_model(profile: Path | None) -> LatencyModel | None:
 
 def _predicted(
     model: LatencyModel | None,
-    source_dir: Path,
-    seq_lens: tuple[int, ...],
+    subject: _Subject,
     batch_sizes: tuple[int, ...],
+    rows: list[LatencyRow],
 ) -> tuple[PredictedLatency, ...]:
-    """What the hardware profile predicted for the student, where its grid covers the shape."""
+    """What the hardware profile predicted for each model with a shape of its own (the
+    student's fp32 file, the teacher), next to the p50 measured, where its grid covers the
+    input shape."""
     if model is None:
         return ()
     from kdcompress.models import teacher_arch
 
-    arch = teacher_arch(source_dir)
+    sources = {STUDENT_FP32: subject.source_dir}
+    if subject.teacher_source is not None:
+        sources = {TEACHER: subject.teacher_source, **sources}
+    measured = {(r.model, r.batch, r.seq_len): r.latency.p50_ms for r in rows}
     predictions = []
-    for batch in batch_sizes:
-        for seq_len in seq_lens:
-            try:
-                ms = model.predict_ms(arch, seq_len=seq_len, batch=batch)
-            except ArtifactError:
-                continue  # shape outside the profiled grid
-            predictions.append(PredictedLatency(batch, seq_len, ms))
+    for name, source in sources.items():
+        arch = teacher_arch(source)
+        for batch in batch_sizes:
+            for seq_len in subject.seq_lens:
+                try:
+                    ms = model.predict_ms(arch, seq_len=seq_len, batch=batch)
+                except ArtifactError:
+                    continue  # architecture or shape outside the profiled grid
+                timed = measured.get((name, batch, seq_len))
+                predictions.append(PredictedLatency(batch, seq_len, ms, name, timed))
     return tuple(predictions)

@@ -101,3 +101,44 @@ def test_corrupt_onnx_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"not a protobuf")
     with pytest.raises(KDCompressError, match="ONNX Runtime cannot load"):
         get_backend("onnxruntime").load(model_path=tmp_path, threads=1)
+
+
+def test_side_by_side_rounds_alternate_and_keep_every_rounds_p50(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fake timings: the order of turns, the rounds kept, flags against the final baseline."""
+    from kdcompress.artifacts import LatencyStats
+    from kdcompress.backends import base
+
+    # (model, round) -> (p50, reference before/after); the teacher's first turn ran on a
+    # machine 30% slower than the fastest reference seen later, with clean counters
+    plan = {
+        ("teacher", 0): (13.0, (1.3, 1.3)),
+        ("student", 0): (1.0, (1.3, 1.3)),
+        ("student", 1): (1.1, (1.0, 1.0)),
+        ("teacher", 1): (10.0, (1.0, 1.0)),
+        ("teacher", 2): (10.5, (1.0, 1.02)),
+        ("student", 2): (1.05, (1.0, 1.02)),
+    }
+    turns: list[str] = []
+
+    def fake_benchmark(model: object, batch: object, **kwargs: object) -> LatencyStats:
+        name = str(model)
+        round_ = sum(t == name for t in turns)
+        turns.append(name)
+        p50, reference = plan[(name, round_)]
+        stats = LatencyStats(p50, p50, p50, p50, 10, 1, 1, reference_ms=reference)
+        probe = kwargs["probe"]
+        assert isinstance(probe, base.SpeedProbe)
+        probe.baseline_ms = min(probe.baseline_ms or 9.9, *reference)
+        return stats.flagged()
+
+    monkeypatch.setattr(base, "benchmark", fake_benchmark)
+    models = {"teacher": "teacher", "student": "student"}
+    result = base.compare_latency(models, {}, rounds=3, max_retries=0)  # type: ignore[arg-type]
+    assert turns == ["teacher", "student", "student", "teacher", "teacher", "student"]
+    assert result["teacher"].round_p50_ms == (13.0, 10.0, 10.5)
+    assert result["student"].round_p50_ms == (1.0, 1.1, 1.05)
+    # round 0 is disturbed against the final baseline (1.0): the median of the others is kept
+    assert result["teacher"].p50_ms == 10.5 and not result["teacher"].disturbed
+    assert base.round_order(["a", "b", "c"], 1) == ["c", "b", "a"]

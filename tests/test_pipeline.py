@@ -97,7 +97,11 @@ def test_run_continues_from_finished_stages_then_resumes(
     assert report.teacher_export is not None
     assert report.speedup(1, 16) is not None and report.speedup(1, 16) > 0
     assert {r.model for r in report.latency} == {"student-fp32", "student-int8", "teacher"}
-    assert [p.seq_len for p in report.predicted] == [8, 16]
+    # the profile predicts the teacher too, each next to the p50 measured
+    predicted = {(p.model, p.seq_len): p for p in report.predicted}
+    assert set(predicted) == {(m, s) for m in ("teacher", "student-fp32") for s in (8, 16)}
+    assert all(p.measured_ms == report.p50(p.model, 1, p.seq_len) for p in predicted.values())
+    assert "Profile prediction for teacher at batch 1, seq 16" in markdown_of(prepared_run)
     int8 = report.summary("student-int8")
     assert int8 is not None and int8.quantization == "dynamic" and int8.retention is not None
     student_eval = EvalReport.load(Path(int8.eval_report or ""))
@@ -117,6 +121,22 @@ def test_run_continues_from_finished_stages_then_resumes(
     monkeypatch.setattr("kdcompress.distill.run_distill", fail)
     monkeypatch.setattr("kdcompress.quality.run_eval", fail)
     assert pipeline.run_pipeline(**kwargs) == report  # type: ignore[arg-type]
+
+
+def markdown_of(run_dir: Path) -> str:
+    return (run_dir / "report.md").read_text()
+
+
+def test_a_profile_not_reused_says_which_field_differs(tmp_path: Path) -> None:
+    reason = pipeline.no_profile_reason(
+        [
+            (tmp_path / "a.json", ["threads: profile 4 vs 2", "cpu: profile X vs this machine Y"]),
+            (tmp_path / "b.json", ["onnxruntime version: profile 1.20.0 vs 1.22.0"]),
+        ]
+    )
+    assert "b.json" in reason and "onnxruntime version: profile 1.20.0 vs 1.22.0" in reason
+    assert "a.json" not in reason
+    assert pipeline.no_profile_reason([]) == "no profile in profiles/ yet"
 
 
 def test_unknown_budget_and_torch_backend_are_refused(tmp_path: Path) -> None:

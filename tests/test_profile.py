@@ -20,7 +20,7 @@ from kdcompress.latency.schema import (
     load_profile,
 )
 from kdcompress.profile import measure as measure_module
-from kdcompress.profile import runner
+from kdcompress.profile import reuse, runner
 from kdcompress.profile.measure import block_graphs, choose_architectures
 from kdcompress.space import SearchSpace
 
@@ -197,3 +197,42 @@ def test_malformed_or_foreign_profile_is_refused(
     (tmp_path / "p.json").write_text(content)
     with pytest.raises(ArtifactError, match=message):
         load_profile(tmp_path / "p.json")
+
+
+def test_profile_differences_name_each_field(saved_profile: Path) -> None:
+    profile = HardwareProfile.load(saved_profile)
+    current = DeviceFingerprint.current()
+    version = profile.backend_version
+    same = runner.make_settings(backend="onnxruntime", seq_lens=(128,))
+    assert reuse.profile_differences(profile, same, current, version) == []
+    other = dataclasses.replace(
+        same,
+        threads=same.threads + 1,
+        seq_lens=(32, 128),
+        space=dataclasses.replace(same.space, hidden=(*same.space.hidden, 448)),
+    )
+    elsewhere = dataclasses.replace(current, cpu="Imaginary CPU 9000")
+    why = reuse.profile_differences(profile, other, elsewhere, "0.0.1")
+    assert f"threads: profile {same.threads} vs {same.threads + 1}" in why
+    assert "onnxruntime version: profile " + version + " vs 0.0.1" in why
+    assert any(w.startswith("cpu: profile") and "Imaginary CPU 9000" in w for w in why)
+    assert "seq_lens: profile 128, lacks 32" in why
+    wider = dataclasses.replace(other, seq_lens=(128,))
+    assert any(
+        w.startswith("search space: ")
+        for w in reuse.profile_differences(profile, wider, current, version)
+    )
+    assert reuse.find_matching_profile([saved_profile], same) == saved_profile
+    assert reuse.profile_candidates([saved_profile], other)[0][2]
+
+
+def test_held_out_encoders_take_the_shipped_vocabularies_the_fit_keeps_its_own() -> None:
+    settings = runner.make_settings(backend="torch", seq_lens=(128,), quick=True)
+    assert settings.heldout_vocabs == (32_000, runner.SHIPPED_VOCAB)
+    archs = choose_architectures(settings)
+    vocab = measure_module.encoder_vocab
+    assert {vocab(arch, role, settings) for arch, role in archs if role == "fit"} == {32_000}
+    heldout = {vocab(arch, role, settings) for arch, role in archs if role == "heldout"}
+    assert heldout == {32_000, runner.SHIPPED_VOCAB}  # both kinds are held out
+    older = dataclasses.replace(settings, heldout_vocabs=())  # profiles written before
+    assert {vocab(arch, role, older) for arch, role in archs} == {32_000}

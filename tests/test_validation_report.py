@@ -5,6 +5,7 @@ The evaluation data are the tiny fakes of test_evaluate, so the suite runs in se
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -176,5 +177,91 @@ def test_latency_table_shows_tail_percentiles_and_std() -> None:
     )
     lines = validation_markdown(report)
     assert any("| p95 ms | p99 ms | std ms |" in line for line in lines)
-    assert "| student-fp32 | 1 | 8 | 2.50 | 3.70 | 3.85 | 3.97 | 1.29 | 1.00 | 4 |  |" in lines
-    assert "| student-pytorch | 1 | 8 | 2.00 | 3.00 |  |  |  | 1.00 | 4 |  |" in lines
+    assert (
+        "| student-fp32 | 1 | 8 | 2.50 | 3.70 | 3.85 | 3.97 | 1.29 | 1.00 | 4 |  |  |  |" in lines
+    )
+    assert "| student-pytorch | 1 | 8 | 2.00 | 3.00 |  |  |  | 1.00 | 4 |  |  |  |" in lines
+
+
+def _side_by_side_report(**changes: object) -> ValidationReport:
+    from kdcompress.artifacts import (
+        LatencyRow,
+        LatencyStats,
+        ModelSummary,
+        ParityReport,
+        PredictedLatency,
+    )
+
+    def row(model: str, rounds: tuple[float, ...], **fields: object) -> LatencyRow:
+        ms = sorted(rounds)[len(rounds) // 2]
+        stats = LatencyStats(ms, ms, ms, ms, 10, 1, 2, round_p50_ms=rounds, **fields)  # type: ignore[arg-type]
+        return LatencyRow(model, "onnxruntime", 1, 128, stats.flagged())
+
+    report = ValidationReport(
+        export_dir="x",
+        parity=ParityReport(10, 0.0, 1.0, 1.0, 0.999),
+        latency=(
+            row("teacher", (20.0, 16.0, 17.0), foreign_load=0.0, steal=0.09),
+            row("student-fp32", (2.0, 2.0, 2.5), reference_ms=(1.0, 1.25)),
+        ),
+        cpu="cpu",
+        threads=2,
+        teacher_export="t",
+        models=(
+            ModelSummary("teacher", "onnxruntime", "t.onnx", "none", 100),
+            ModelSummary("student-fp32", "onnxruntime", "s.onnx", "none", 10),
+        ),
+        predicted=(
+            PredictedLatency(1, 128, 15.24, "teacher", 17.0),
+            PredictedLatency(1, 128, 2.06, "student-fp32", 2.0),
+        ),
+    )
+    return dataclasses.replace(report, **changes)  # type: ignore[arg-type]
+
+
+def test_speedup_has_its_spread_over_the_rounds() -> None:
+    from kdcompress.summaries import validation_markdown
+
+    report = _side_by_side_report()
+    assert report.speedup_rounds(1, 128, "student-fp32") == [10.0, 8.0, 6.8]
+    lines = validation_markdown(report)
+    assert any("| 8.50x (6.80-10.00) |" in line for line in lines)
+    assert any(line.startswith("| teacher | none |") and "| 1.00x |" in line for line in lines)
+
+
+def test_every_prediction_is_reported_and_a_miss_over_10_percent_flagged() -> None:
+    from kdcompress.summaries import prediction_lines
+
+    lines = prediction_lines(_side_by_side_report())
+    assert lines == [
+        "Profile prediction for teacher at batch 1, seq 128: 15.24 ms, measured 17.00 ms "
+        "(-10%): **off by more than 10%**.",
+        "Profile prediction for student-fp32 at batch 1, seq 128: 2.06 ms, measured 2.00 ms (+3%).",
+    ]
+
+
+def test_predictions_of_older_files_are_the_students_with_the_measurement_looked_up() -> None:
+    from kdcompress.artifacts import PredictedLatency
+
+    old = {"batch": 1, "seq_len": 128, "predicted_ms": 1.5}
+    report = _side_by_side_report(predicted=(_load(PredictedLatency, old),))
+    (pred,) = report.predictions()
+    assert (pred.model, pred.measured_ms) == ("student-fp32", 2.0)
+    assert pred.off  # 1.5 / 2.0: 25% low
+
+
+def _load(tp: type, data: dict[str, object]) -> object:
+    from kdcompress.artifacts import _from_jsonable
+
+    return _from_jsonable(tp, data, "test")
+
+
+def test_disturbed_timings_say_why_in_the_table() -> None:
+    from kdcompress.summaries import validation_markdown
+
+    lines = validation_markdown(_side_by_side_report())
+    teacher = next(line for line in lines if line.startswith("| teacher | 1 | 128 | 17.00"))
+    assert teacher.endswith("| 0% | 9% |  **disturbed** (steal 9%) |")
+    student = next(line for line in lines if line.startswith("| student-fp32 | 1 | 128 | 2.00"))
+    assert student.endswith("|  |  | +25% **disturbed** (reference kernel +25%) |")
+    assert any("2 of 2 timings were disturbed" in line for line in lines)

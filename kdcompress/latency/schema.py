@@ -172,6 +172,9 @@ class ProfileSettings:
     # Encoders are drawn from the cheapest share (by compute) of the space: where the search's
     # budgets (teacher / 4 and faster) put students. Blocks are measured for the whole space.
     encoder_share: float = 1.0
+    # Vocabulary sizes of the held-out encoders, taken by architecture (empty: ``vocab``), so
+    # the held-out error covers the trimmed vocabularies students ship with.
+    heldout_vocabs: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -96,12 +96,18 @@ def choose_architectures(settings: ProfileSettings) -> list[tuple[StudentArch, s
 
 
 def _bert_config(
-    *, hidden: int, heads: int, ffn: int, layers: int, settings: ProfileSettings
+    *,
+    hidden: int,
+    heads: int,
+    ffn: int,
+    layers: int,
+    settings: ProfileSettings,
+    vocab: int | None = None,
 ) -> Any:
     from transformers import BertConfig
 
     return BertConfig(
-        vocab_size=settings.vocab,
+        vocab_size=vocab or settings.vocab,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
@@ -240,15 +246,29 @@ def model_keys(arch: StudentArch, settings: ProfileSettings, round_: int) -> lis
     ]
 
 
+def encoder_vocab(arch: StudentArch, role: str, settings: ProfileSettings) -> int:
+    """The vocabulary size of a profiled encoder: the profile's for the fit; for a held-out one,
+    one of ``settings.heldout_vocabs`` chosen by its architecture id (stable across a resume)."""
+    choices = settings.heldout_vocabs
+    if role != "heldout" or not choices:
+        return settings.vocab
+    return choices[int(arch.arch_id, 16) % len(choices)]
+
+
 def exported_encoder(
-    backend: Backend, arch: StudentArch, settings: ProfileSettings, workdir: Path
+    backend: Backend, arch: StudentArch, settings: ProfileSettings, workdir: Path, vocab: int
 ) -> Path:
     """A random-init encoder of shape ``arch`` in the backend's format, exported once per
-    profile (``workdir`` keeps it across passes and across an interruption)."""
+    profile (``workdir`` keeps it across passes and across an interruption).
+
+    It goes through ``backend.export``, the exporter the export stage runs for a student (which
+    only adds the sentence-transformers layout around the same graph), and is loaded the same
+    way; a trained student's weights change its outputs, not its graph or its latency.
+    """
     import torch
     from transformers import BertModel
 
-    target = workdir / f"encoder-{arch.arch_id}"
+    target = workdir / f"encoder-{arch.arch_id}-v{vocab}"
     if not target.is_dir():
         with tempfile.TemporaryDirectory(prefix="encoder-", dir=workdir) as scratch:
             source, exported = Path(scratch) / "hf", Path(scratch) / "exported"
@@ -259,6 +279,7 @@ def exported_encoder(
                 ffn=arch.ffn,
                 layers=arch.layers,
                 settings=settings,
+                vocab=vocab,
             )
             BertModel(config, add_pooling_layer=False).save_pretrained(source)
             artifact = backend.export(model_dir=source, output_dir=exported)
@@ -277,12 +298,13 @@ def measure_model(
     workdir: Path,
 ) -> Iterator[ModelTiming]:
     """Timings of a random-init encoder of shape ``arch``, exported to the backend's format."""
-    artifact = exported_encoder(backend, arch, settings, workdir)
+    vocab = encoder_vocab(arch, role, settings)
+    artifact = exported_encoder(backend, arch, settings, workdir, vocab)
     model = backend.load(model_path=artifact, threads=settings.threads)
     for seq_len in settings.seq_lens:
         for batch in settings.batch_sizes:
             if f"model/{arch.arch_id}/s{seq_len}/b{batch}#{round_}" in done:
                 continue
-            inputs = synthetic_batch(vocab_size=settings.vocab, batch=batch, seq_len=seq_len)
+            inputs = synthetic_batch(vocab_size=vocab, batch=batch, seq_len=seq_len)
             stats = measure(model, inputs, settings)
             yield ModelTiming(arch, seq_len, batch, role, stats, round_)

@@ -26,26 +26,67 @@ from kdcompress.profile.measure import block_graphs, choose_architectures, model
 from kdcompress.profile.runner import PartialProfile
 
 
+def profile_differences(
+    profile: HardwareProfile, settings: ProfileSettings, current: DeviceFingerprint, version: str
+) -> list[str]:
+    """Why ``profile`` cannot stand for ``settings`` on this machine (runtime ``version``), one
+    entry a field, e.g. ``threads: profile 4 vs 2``; empty: it can."""
+    return machine_differences(profile, settings, current, version) + coverage_differences(
+        profile, settings
+    )
+
+
+def machine_differences(
+    profile: HardwareProfile, settings: ProfileSettings, current: DeviceFingerprint, version: str
+) -> list[str]:
+    """How the machine, runtime and measuring settings of ``profile`` differ from these."""
+    theirs = profile.settings
+    why = [] if profile.fit is not None else ["fit: the profile has no fitted latency model"]
+    for field in ("backend", "threads", "vocab"):
+        if getattr(theirs, field) != getattr(settings, field):
+            why.append(f"{field}: profile {getattr(theirs, field)} vs {getattr(settings, field)}")
+    if profile.backend_version != version:
+        why.append(f"{theirs.backend} version: profile {profile.backend_version} vs {version}")
+    return why + profile.fingerprint.differences(current)
+
+
+def coverage_differences(profile: HardwareProfile, settings: ProfileSettings) -> list[str]:
+    """What of ``settings``' sequence lengths and block shapes (teacher's too) it lacks."""
+    why = []
+    missing_lens = sorted(set(settings.seq_lens) - set(profile.settings.seq_lens))
+    if missing_lens:
+        have, lacks = (", ".join(map(str, v)) for v in (profile.settings.seq_lens, missing_lens))
+        why.append(f"seq_lens: profile {have}, lacks {lacks}")
+    missing = sorted(needed_blocks(settings) - {b.key for b in profile.blocks})
+    if missing and not missing_lens:
+        why.append(f"search space: {len(missing)} block shapes not measured, e.g. {missing[0]}")
+    return why
+
+
+def profile_candidates(
+    paths: list[Path], settings: ProfileSettings
+) -> list[tuple[Path, HardwareProfile, list[str]]]:
+    """Every readable profile among ``paths`` with why it cannot stand for ``settings`` here."""
+    current = DeviceFingerprint.current()
+    version = get_backend(settings.backend).version()
+    found = []
+    for path in paths:
+        try:
+            profile = HardwareProfile.load(path)
+        except ArtifactError:
+            continue
+        found.append((path, profile, profile_differences(profile, settings, current, version)))
+    return found
+
+
 def same_machine_profiles(
     paths: list[Path], settings: ProfileSettings
 ) -> Iterator[tuple[Path, HardwareProfile]]:
     """The fitted profiles among ``paths`` measured like ``settings`` on this very machine."""
     current = DeviceFingerprint.current()
     version = get_backend(settings.backend).version()
-    for path in paths:
-        try:
-            profile = HardwareProfile.load(path)
-        except ArtifactError:
-            continue
-        theirs = profile.settings
-        if (
-            profile.fit is not None
-            and theirs.backend == settings.backend
-            and theirs.threads == settings.threads
-            and theirs.vocab == settings.vocab
-            and profile.backend_version == version
-            and not profile.fingerprint.differences(current)
-        ):
+    for path, profile, _ in profile_candidates(paths, settings):
+        if not machine_differences(profile, settings, current, version):
             yield path, profile
 
 
@@ -63,11 +104,7 @@ def needed_blocks(settings: ProfileSettings) -> set[str]:
 def find_matching_profile(paths: list[Path], settings: ProfileSettings) -> Path | None:
     """A profile among ``paths`` measured on this machine and runtime that covers every block
     shape of ``settings``' space (and teacher) at its sequence lengths and batch sizes."""
-    needed = needed_blocks(settings)
-    for path, profile in same_machine_profiles(paths, settings):
-        if needed <= {b.key for b in profile.blocks}:
-            return path
-    return None
+    return next((path for path, _, why in profile_candidates(paths, settings) if not why), None)
 
 
 def seed_partial(paths: list[Path], settings: ProfileSettings, partial: Path) -> int:
