@@ -12,7 +12,7 @@ progress):
   a shape already distilled here with the same steps is that student, not distilled twice);
 - ``truncated-*``: the teacher cut to its first k layers, no training;
 - ``teacher-int8``: the teacher's own ONNX Runtime int8 (dynamic) export;
-- ``handpicked-7x``: the usual hand-made choice, a uniform 4-layer slice of the teacher at width
+- ``handpicked``: the usual hand-made choice, a uniform 4-layer slice of the teacher at width
   256, distilled the same way;
 - ``model2vec`` (with ``--model2vec-python``: the Python of an environment of its own, made with
   ``pip install torch==2.13.0 'model2vec[quantization]==0.10.0' 'transformers<5.4'``, since
@@ -224,7 +224,7 @@ ROWS = (
     Row("student-10x", "student 1L x 384", student(StudentArch(1, 384, 12, 1536))),
     Row("student-15x", "student 1L x 384, FFN 384", student(StudentArch(1, 384, 12, 384))),
     Row("student-20x", "student 1L x 256, FFN 512", student(StudentArch(1, 256, 8, 512))),
-    Row("handpicked-7x", "hand-picked 4L x 256, FFN 1024", student(StudentArch(4, 256, 8, 1024))),
+    Row("handpicked", "hand-picked 4L x 256, FFN 1024", student(StudentArch(4, 256, 8, 1024))),
     Row("search-4x", "the search's 4x pick (LSTM controller)", searched("lstm", "4x")),
     Row("random-4x", "a random search's 4x pick, same search budget", searched("random", "4x")),
     Row("search-7x", "the search's 7x pick (LSTM controller)", searched("lstm", "7x")),
@@ -464,14 +464,20 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     for row in rows:
+        if " = " in row["what"]:  # the same model as another row: drawn once
+            continue
         for kind, marker in (("fp32", "o"), ("int8", "^")):
             part = row.get(kind)
             if part and part.get("retention") is not None and part["speedup"].get("128"):
                 x, y = part["speedup"]["128"], 100 * part["retention"]
                 ax.scatter([x], [y], marker=marker, color=_colour(row["name"]))
-                ax.annotate(f"{row['name']} {kind}", (x, y), fontsize=7)
+                if kind == "fp32":  # int8 (triangles) sits to the right of its fp32 point
+                    ax.annotate(row["name"], (x, y), fontsize=7, rotation=25)
+    ax.scatter([], [], marker="o", color="grey", label="fp32")
+    ax.scatter([], [], marker="^", color="grey", label="dynamic int8")
+    ax.legend(loc="lower left", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("measured speedup vs the teacher (ONNX Runtime, batch 1, seq 128)")
     ax.set_ylabel("retention of the teacher's scores (%)")
@@ -483,7 +489,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def _colour(name: str) -> str:
-    for prefix, colour in (("student", "C0"), ("truncated", "C1"), ("teacher", "C2")):
+    colours = (("student", "C0"), ("truncated", "C1"), ("teacher", "C2"), ("search", "C4"))
+    for prefix, colour in colours:
         if name.startswith(prefix):
             return colour
     return "C3"
