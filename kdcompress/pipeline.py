@@ -31,7 +31,7 @@ from kdcompress.artifacts import (
 from kdcompress.console import info, warn
 from kdcompress.errors import ArtifactError, KDCompressError, UsageError, parse_choice
 from kdcompress.export import ExportFormat, export_model, format_for_backend
-from kdcompress.models import resolve_model
+from kdcompress.models import ResolvedModel, resolve_teacher
 from kdcompress.quantize import Quantization, QuantizeOptions, parse_quantization
 from kdcompress.render import validation_tables
 from kdcompress.report import write_report
@@ -137,7 +137,9 @@ def profile_stage(run_dir: Path, backend: str, threads: int | None) -> Path:
     return target
 
 
-def search_stage(run_dir: Path, teacher: str, profile: Path, plan: BudgetPlan, seed: int) -> Path:
+def search_stage(
+    run_dir: Path, teacher: ResolvedModel, profile: Path, plan: BudgetPlan, seed: int
+) -> Path:
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
     from kdcompress.search.runner import RESULT_FILE, SETTINGS_FILE, SearchSettings, run_search
@@ -148,7 +150,7 @@ def search_stage(run_dir: Path, teacher: str, profile: Path, plan: BudgetPlan, s
         info(f"[dim]search: done earlier ({out / RESULT_FILE})[/]")
         return out / RESULT_FILE
     settings = SearchSettings(
-        teacher=teacher,
+        teacher=teacher.name,
         target=str(profile),
         episodes=plan.episodes,
         candidates=plan.candidates,
@@ -160,7 +162,8 @@ def search_stage(run_dir: Path, teacher: str, profile: Path, plan: BudgetPlan, s
         proxy=ProxySettings(sentences=plan.proxy_sentences, steps=plan.proxy_steps),
         space=SearchSpace(),
     )
-    run_search(settings=settings, output=out, resume=(out / SETTINGS_FILE).is_file())
+    resume = (out / SETTINGS_FILE).is_file()
+    run_search(settings=settings, output=out, resume=resume, resolved_teacher=teacher)
     return out / RESULT_FILE
 
 
@@ -183,7 +186,7 @@ def chosen_arch(search_json: Path, target: str) -> tuple[StudentArch, str]:
 
 
 def distill_stage(
-    run_dir: Path, teacher: str, arch: StudentArch, plan: BudgetPlan, seed: int
+    run_dir: Path, teacher: ResolvedModel, arch: StudentArch, plan: BudgetPlan, seed: int
 ) -> Path:
     from kdcompress.distill import DistillJob, checkpoint_dir_for, run_distill
 
@@ -192,7 +195,6 @@ def distill_stage(
         info(f"[dim]distill: done earlier ({out})[/]")
         return out
     job = DistillJob(
-        teacher=teacher,
         arch=arch,
         output=out,
         steps=plan.distill_steps,
@@ -202,12 +204,12 @@ def distill_stage(
         checkpoint_every=50,  # a kill costs at most 50 steps, even of a short quick run
         resume=checkpoint_dir_for(out).exists(),
     )
-    run_distill(job)
+    run_distill(job, teacher=teacher)
     return out
 
 
 def export_stage(
-    model: str,
+    model: str | ResolvedModel,
     out: Path,
     fmt: ExportFormat,
     threads: int | None,
@@ -242,17 +244,17 @@ def run_pipeline(
     fmt = format_for_backend(backend)
     plan = PLANS[parse_budget(budget)]
     mode = parse_quantization(quantize)
-    resolve_model(teacher, role="teacher")  # a missing or damaged teacher fails before profiling
+    resolved = resolve_teacher(teacher)  # a missing or damaged teacher fails before profiling
     claim_run_dir(output, RunSettings(teacher, backend, parse_budget(budget).value, seed))
     info(f"[bold]kdcompress run[/] ({budget}) -> {output}")
     profile = profile_stage(output, backend, threads)
-    search_json = search_stage(output, teacher, profile, plan, seed)
+    search_json = search_stage(output, resolved, profile, plan, seed)
     arch, label = chosen_arch(search_json, plan.target_speedup)
     info(f"distilling the {label} recommendation: {arch.describe()}")
-    student = distill_stage(output, teacher, arch, plan, seed)
+    student = distill_stage(output, resolved, arch, plan, seed)
     options = QuantizeOptions(mode=mode, seed=seed) if mode is not Quantization.NONE else None
     student_export = export_stage(str(student), output / f"export-{fmt}", fmt, threads, options)
-    teacher_export = export_stage(teacher, output / f"teacher-export-{fmt}", fmt, threads)
+    teacher_export = export_stage(resolved, output / f"teacher-export-{fmt}", fmt, threads)
     if _done(student_export / REPORT, ValidationReport):
         info(f"[dim]validate: done earlier ({student_export / REPORT})[/]")
         report = ValidationReport.load(student_export / REPORT)
