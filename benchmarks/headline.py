@@ -121,13 +121,13 @@ def pick_students(run_dir: Path, args: argparse.Namespace, plan: BudgetPlan) -> 
 
 def distill(run_dir: Path, name: str, arch: StudentArch, args: argparse.Namespace) -> Path:
     from kdcompress.distill import DistillJob, checkpoint_dir_for, run_distill
+    from kdcompress.models import resolve_teacher
 
     out = run_dir / name
     if (out / "distill.json").is_file():
         info(f"[dim]{name}: distilled earlier[/]")
         return out
     job = DistillJob(
-        teacher=args.teacher,
         arch=arch,
         output=out,
         steps=args.distill_steps,
@@ -138,7 +138,7 @@ def distill(run_dir: Path, name: str, arch: StudentArch, args: argparse.Namespac
         checkpoint_every=100,
         resume=checkpoint_dir_for(out).exists(),
     )
-    run_distill(job)
+    run_distill(job, teacher=resolve_teacher(args.teacher))
     return out
 
 

@@ -65,7 +65,7 @@ def arch_json(arch: StudentArch) -> str:
 def paper_proxy(args: argparse.Namespace, teacher_dir: Path, arch: StudentArch) -> float:
     """1 - L_HS after the paper's short hidden-state distillation on the proxy books."""
     from kdcompress.corpus import iter_sentences
-    from kdcompress.kd import TeacherCache, distill_student
+    from kdcompress.kd import LossKind, TeacherCache, distill_student
 
     settings = ProxySettings(sentences=args.proxy_sentences, steps=args.proxy_steps)
     texts = list(iter_sentences("proxy", settings.languages, seed=0, limit=settings.sentences))
@@ -80,7 +80,7 @@ def paper_proxy(args: argparse.Namespace, teacher_dir: Path, arch: StudentArch) 
         seed=0,
         max_length=settings.max_length,
         cache=cache,
-        loss="hidden",
+        loss=LossKind.HIDDEN,
         eval_sentences=min(128, len(texts)),
     )
     assert outcome.layer_loss is not None

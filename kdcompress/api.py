@@ -95,12 +95,20 @@ def distill(
     *, arch: StudentArch, output: Path, teacher: str = DEFAULT_TEACHER, **options: Any
 ) -> DistillResult:
     """Distil a student (``kdcompress distill``); ``options`` are the fields of
-    :class:`kdcompress.distill.DistillJob` (steps, sentences, lr, loss, trim_vocab, ...)."""
+    :class:`kdcompress.distill.DistillJob` (steps, sentences, lr, loss, trim_vocab, ...), with
+    ``loss``, ``targets`` and ``init`` given by name as on the command line."""
     from kdcompress.distill import DistillJob, run_distill
+    from kdcompress.kd.settings import parse_loss, parse_targets
+    from kdcompress.kd.student import parse_init
+    from kdcompress.models import resolve_teacher
 
     if "steps" not in options and "epochs" not in options:
         options["steps"] = 2000
-    result = run_distill(DistillJob(teacher=teacher, arch=arch, output=output, **options))
+    for name, parse in (("loss", parse_loss), ("targets", parse_targets), ("init", parse_init)):
+        if options.get(name) is not None:
+            options[name] = parse(options[name])
+    job = DistillJob(arch=arch, output=output, **options)
+    result = run_distill(job, teacher=resolve_teacher(teacher))
     assert result is not None  # a single process is rank 0
     return result
 

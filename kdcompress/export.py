@@ -17,7 +17,7 @@ from kdcompress.console import info, status
 from kdcompress.errors import KDCompressError, UsageError, first_line, parse_choice
 from kdcompress.hardware import threads_or_default
 from kdcompress.model_card import write_export_card
-from kdcompress.models import resolve_model
+from kdcompress.models import ResolvedModel, resolved
 from kdcompress.outputs import atomic_output_dir
 from kdcompress.parity import check_parity
 from kdcompress.quantize import (
@@ -61,7 +61,7 @@ def parse_format(name: str) -> ExportFormat:
 
 def export_model(
     *,
-    model: str,
+    model: str | ResolvedModel,
     fmt: ExportFormat,
     output: Path,
     overwrite: bool = False,
@@ -75,8 +75,10 @@ def export_model(
     to it and becomes the deployable ``model_file``; its parity is reported and gated at the
     (looser) ``quantize.min_int8_cosine``, with fallbacks to less aggressive settings, and its
     latency is compared with fp32's. Nothing is left in ``output`` unless everything succeeded.
+    ``model``: a name to resolve, or a model its caller resolved already.
     """
-    model_dir = resolve_model(model)
+    source = resolved(model)
+    model_dir = source.folder
     backend = get_backend(FORMAT_BACKEND[fmt])
     threads = threads_or_default(threads)
     if quantize is not None and quantize.mode is Quantization.NONE:
@@ -89,7 +91,7 @@ def export_model(
         manifest = _export_fp32(
             backend,
             fmt,
-            model=model,
+            model=source.name,
             model_dir=model_dir,
             staging=staging,
             threads=threads,
@@ -107,7 +109,7 @@ def export_model(
             )
         manifest.save(staging / MANIFEST)
         write_export_card(staging, manifest, source=model_dir, path=output)
-    info(f"[green]Exported[/] {model} -> {output / manifest.model_file}")
+    info(f"[green]Exported[/] {source.name} -> {output / manifest.model_file}")
     return manifest
 
 

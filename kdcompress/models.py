@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,27 @@ def resolve_model(name_or_path: str, *, role: str | None = None) -> Path:
     if role is not None:
         check_encoder(folder, role=role)
     return folder
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model as the user named it (what artifacts record) and the local folder it resolved
+    to: resolved once, then passed to every stage that uses it."""
+
+    name: str
+    folder: Path
+
+
+def resolve_teacher(name: str) -> ResolvedModel:
+    """``name`` (a built-in teacher, local folder or hub id) as a checked encoder folder."""
+    return ResolvedModel(name, resolve_model(name, role="teacher"))
+
+
+def resolved(model: str | ResolvedModel) -> ResolvedModel:
+    """``model`` itself when a caller resolved it already, else resolved now."""
+    if isinstance(model, ResolvedModel):
+        return model
+    return ResolvedModel(model, resolve_model(model))
 
 
 def _builtin_or_hub(name: str) -> Path:

@@ -31,7 +31,7 @@ from kdcompress.artifacts import (
 from kdcompress.console import info, warn
 from kdcompress.errors import ArtifactError, KDCompressError, UsageError, parse_choice
 from kdcompress.export import ExportFormat, export_model, format_for_backend
-from kdcompress.models import resolve_model, teacher_arch
+from kdcompress.models import ResolvedModel, resolve_teacher, teacher_arch
 from kdcompress.quantize import Quantization, QuantizeOptions, parse_quantization
 from kdcompress.render import validation_tables
 from kdcompress.report import write_report
@@ -158,7 +158,12 @@ def no_profile_reason(candidates: list[tuple[Path, list[str]]]) -> str:
 
 
 def search_stage(
-    run_dir: Path, teacher: str, profile: Path, plan: BudgetPlan, seed: int, space: SearchSpace
+    run_dir: Path,
+    teacher: ResolvedModel,
+    profile: Path,
+    plan: BudgetPlan,
+    seed: int,
+    space: SearchSpace,
 ) -> Path:
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
@@ -169,7 +174,7 @@ def search_stage(
         info(f"[dim]search: done earlier ({out / RESULT_FILE})[/]")
         return out / RESULT_FILE
     settings = SearchSettings(
-        teacher=teacher,
+        teacher=teacher.name,
         target=str(profile),
         episodes=plan.episodes,
         candidates=plan.candidates,
@@ -181,7 +186,8 @@ def search_stage(
         proxy=ProxySettings(sentences=plan.proxy_sentences, steps=plan.proxy_steps),
         space=space,
     )
-    run_search(settings=settings, output=out, resume=(out / SETTINGS_FILE).is_file())
+    resume = (out / SETTINGS_FILE).is_file()
+    run_search(settings=settings, output=out, resume=resume, resolved_teacher=teacher)
     return out / RESULT_FILE
 
 
@@ -204,7 +210,7 @@ def chosen_arch(search_json: Path, target: str) -> tuple[StudentArch, str]:
 
 
 def distill_stage(
-    run_dir: Path, teacher: str, arch: StudentArch, plan: BudgetPlan, seed: int
+    run_dir: Path, teacher: ResolvedModel, arch: StudentArch, plan: BudgetPlan, seed: int
 ) -> Path:
     from kdcompress.distill import DistillJob, checkpoint_dir_for, run_distill
 
@@ -213,7 +219,6 @@ def distill_stage(
         info(f"[dim]distill: done earlier ({out})[/]")
         return out
     job = DistillJob(
-        teacher=teacher,
         arch=arch,
         output=out,
         steps=plan.distill_steps,
@@ -223,12 +228,12 @@ def distill_stage(
         checkpoint_every=50,  # a kill costs at most 50 steps, even of a short quick run
         resume=checkpoint_dir_for(out).exists(),
     )
-    run_distill(job)
+    run_distill(job, teacher=teacher)
     return out
 
 
 def export_stage(
-    model: str,
+    model: str | ResolvedModel,
     out: Path,
     fmt: ExportFormat,
     threads: int | None,
@@ -264,17 +269,18 @@ def run_pipeline(
     plan = PLANS[parse_budget(budget)]
     mode = parse_quantization(quantize)
     # A missing, damaged or unsupported teacher fails before profiling.
-    shape = teacher_arch(resolve_model(teacher, role="teacher"))
+    resolved = resolve_teacher(teacher)
+    shape = teacher_arch(resolved.folder)
     claim_run_dir(output, RunSettings(teacher, backend, parse_budget(budget).value, seed))
     info(f"[bold]kdcompress run[/] ({budget}) -> {output}")
     profile = profile_stage(output, backend, threads, shape)
-    search_json = search_stage(output, teacher, profile, plan, seed, teacher_space(shape))
+    search_json = search_stage(output, resolved, profile, plan, seed, teacher_space(shape))
     arch, label = chosen_arch(search_json, plan.target_speedup)
     info(f"distilling the {label} recommendation: {arch.describe()}")
-    student = distill_stage(output, teacher, arch, plan, seed)
+    student = distill_stage(output, resolved, arch, plan, seed)
     options = QuantizeOptions(mode=mode, seed=seed) if mode is not Quantization.NONE else None
     student_export = export_stage(str(student), output / f"export-{fmt}", fmt, threads, options)
-    teacher_export = export_stage(teacher, output / f"teacher-export-{fmt}", fmt, threads)
+    teacher_export = export_stage(resolved, output / f"teacher-export-{fmt}", fmt, threads)
     if _done(student_export / REPORT, ValidationReport):
         info(f"[dim]validate: done earlier ({student_export / REPORT})[/]")
         report = ValidationReport.load(student_export / REPORT)

@@ -15,7 +15,7 @@ from kdcompress.kd.mapping import (
     teacher_layers_needed,
     uniform_last_pairs,
 )
-from kdcompress.kd.student import build_student, parse_arch_json, validate_arch
+from kdcompress.kd.student import InitMode, build_student, parse_arch_json, validate_arch
 from kdcompress.kd.teacher_cache import load_teacher
 from kdcompress.render import mapping_table
 
@@ -102,7 +102,7 @@ def _hidden_states(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Ten
 
 def test_full_size_student_from_teacher_reproduces_the_teacher(tiny_bert: Path) -> None:
     teacher = load_teacher(tiny_bert)
-    student, report = build_student(teacher, StudentArch(2, 32, 4, 64), init="teacher")
+    student, report = build_student(teacher, StudentArch(2, 32, 4, 64), init=InitMode.TEACHER)
     ids = torch.tensor([[2, 5, 9, 30, 3]])
     for mine, theirs in zip(
         _hidden_states(student, ids), _hidden_states(teacher, ids), strict=True
@@ -114,7 +114,7 @@ def test_full_size_student_from_teacher_reproduces_the_teacher(tiny_bert: Path) 
 
 def test_narrow_student_takes_slices_of_the_mapped_layers(tiny_bert: Path) -> None:
     teacher = load_teacher(tiny_bert)
-    student, report = build_student(teacher, StudentArch(1, 16, 2, 32), init="teacher")
+    student, report = build_student(teacher, StudentArch(1, 16, 2, 32), init=InitMode.TEACHER)
     dims = torch.tensor(report.hidden_dims)
     assert len(dims) == 16
     src, dst = teacher.encoder.layer[1], student.encoder.layer[0]  # layer 2 of 2 teaches 1 of 1
@@ -129,9 +129,9 @@ def test_narrow_student_takes_slices_of_the_mapped_layers(tiny_bert: Path) -> No
 
 def test_random_init_keeps_teacher_word_embeddings_and_depends_on_seed(tiny_bert: Path) -> None:
     teacher = load_teacher(tiny_bert)
-    a, report = build_student(teacher, StudentArch(1, 32, 4, 64), init="random", seed=1)
-    b, _ = build_student(teacher, StudentArch(1, 32, 4, 64), init="random", seed=1)
-    c, _ = build_student(teacher, StudentArch(1, 32, 4, 64), init="random", seed=2)
+    a, report = build_student(teacher, StudentArch(1, 32, 4, 64), init=InitMode.RANDOM, seed=1)
+    b, _ = build_student(teacher, StudentArch(1, 32, 4, 64), init=InitMode.RANDOM, seed=1)
+    c, _ = build_student(teacher, StudentArch(1, 32, 4, 64), init=InitMode.RANDOM, seed=2)
     assert report.mode == "random" and report.source_layers is None
     assert torch.equal(a.get_input_embeddings().weight, teacher.get_input_embeddings().weight)
     query = "encoder.layer.0.attention.self.query.weight"
@@ -142,9 +142,9 @@ def test_random_init_keeps_teacher_word_embeddings_and_depends_on_seed(tiny_bert
 def test_teacher_init_refuses_a_wider_student(tiny_bert: Path) -> None:
     teacher = load_teacher(tiny_bert)
     with pytest.raises(UsageError, match="use --init random"):
-        build_student(teacher, StudentArch(1, 64, 4, 64), init="teacher")
+        build_student(teacher, StudentArch(1, 64, 4, 64), init=InitMode.TEACHER)
     with pytest.raises(UsageError, match="only 2"):
-        build_student(teacher, StudentArch(3, 32, 4, 64), init="teacher")
+        build_student(teacher, StudentArch(3, 32, 4, 64), init=InitMode.TEACHER)
 
 
 def _calibration() -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,8 +175,10 @@ def test_activation_init_keeps_the_most_active_parts(tiny_bert: Path) -> None:
     teacher = load_teacher(tiny_bert)
     arch = StudentArch(1, 16, 2, 32)
     with pytest.raises(UsageError, match="calibration"):
-        build_student(teacher, arch, init="activations")
-    student, report = build_student(teacher, arch, init="activations", calibration=_calibration())
+        build_student(teacher, arch, init=InitMode.ACTIVATIONS)
+    student, report = build_student(
+        teacher, arch, init=InitMode.ACTIVATIONS, calibration=_calibration()
+    )
     found = measure_importance(teacher, *_calibration())
     assert report.mode == "activations" and report.source_layers == (2,)
     dims = torch.tensor(report.hidden_dims)

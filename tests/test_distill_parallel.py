@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from kdcompress.artifacts import LossPoint, StudentArch
-from kdcompress.kd import distill_student
+from kdcompress.kd import LossKind, distill_student
 from kdcompress.kd.losses import contrastive_loss, cosine_distance
 from kdcompress.kd.parallel import Translations
+from kdcompress.kd.student import InitMode
 
 SOURCES = [f"the {w} student number {i}" for i in range(4) for w in ("small", "fast", "good")]
 TRANSLATED = [(f"der {s}", "" if i % 5 == 0 else f"le {s}") for i, s in enumerate(SOURCES)]
@@ -63,8 +64,8 @@ def _run(teacher: Path, **overrides: Any) -> Any:
         "lr": 3e-3,
         "seed": 7,
         "max_length": 32,
-        "init": "random",
-        "loss": "pooled",
+        "init": InitMode.RANDOM,
+        "loss": LossKind.POOLED,
         "log_every": 2,
         "translations": _translations(teacher),
     }

@@ -18,8 +18,9 @@ from kdcompress.artifacts import DistillResult, LossPoint, StudentArch
 from kdcompress.cli import app
 from kdcompress.distill import checkpoint_dir_for
 from kdcompress.errors import KDCompressError
-from kdcompress.kd import TeacherCache, distill_student
+from kdcompress.kd import LossKind, TeacherCache, distill_student
 from kdcompress.kd.loop import BatchPlan
+from kdcompress.kd.student import InitMode
 
 TEXTS = [
     "hello world",
@@ -60,8 +61,8 @@ def _run(teacher: Path, **overrides: Any) -> Any:
         "lr": 3e-3,
         "seed": 7,
         "max_length": 32,
-        "init": "random",
-        "loss": "hidden",
+        "init": InitMode.RANDOM,
+        "loss": LossKind.HIDDEN,
         "log_every": 2,
     }
     return distill_student(**{**options, **overrides})
@@ -146,7 +147,7 @@ def test_cached_targets_are_the_teachers_hidden_states(tiny_bert: Path, tmp_path
 
 
 def test_attention_relation_loss_and_vocab_trimming(tiny_xlmr: Path) -> None:
-    outcome = _run(tiny_xlmr, loss="hidden+attn-relation", trim_vocab=True, init="teacher")
+    outcome = _run(tiny_xlmr, loss=LossKind.HIDDEN_RELATION, trim_vocab=True, init=InitMode.TEACHER)
     assert outcome.relation_loss is not None and outcome.relation_loss >= 0
     assert all(p.relation is not None for p in outcome.curve)
     assert outcome.vocab_trim is not None

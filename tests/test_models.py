@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kdcompress.errors import ModelNotFoundError
-from kdcompress.models import resolve_model
+from kdcompress.models import ResolvedModel, resolve_model, resolve_teacher, resolved
 
 
 def _copy(tiny_bert: Path, tmp_path: Path) -> Path:
@@ -117,3 +117,16 @@ def test_a_checkpoint_saved_with_a_head_is_accepted(tmp_path: Path, tiny_bert: P
     folder = _copy(tiny_bert, tmp_path)
     AutoModelForMaskedLM.from_pretrained(tiny_bert).save_pretrained(folder)  # keys "bert.*"
     assert resolve_model(str(folder)) == folder
+
+
+def test_a_model_resolved_once_is_passed_on_with_its_name(
+    tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    teacher = resolve_teacher(str(tiny_bert))
+    assert teacher == ResolvedModel(str(tiny_bert), tiny_bert)
+
+    def again(*_: object, **__: object) -> Path:
+        raise AssertionError("a resolved model was resolved again")
+
+    monkeypatch.setattr("kdcompress.models.resolve_model", again)
+    assert resolved(teacher) is teacher

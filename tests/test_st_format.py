@@ -35,10 +35,10 @@ def _teacher(source: Path, folder: Path, *, pooling: str, prefix: str) -> Path:
 def _student(teacher_dir: Path, folder: Path, max_seq_length: int | None) -> Path:
     from transformers import AutoModel
 
-    from kdcompress.kd.student import build_student, write_student_folder
+    from kdcompress.kd.student import InitMode, build_student, write_student_folder
 
     teacher = AutoModel.from_pretrained(teacher_dir).eval()
-    student, _ = build_student(teacher, ARCH, init="teacher", seed=0)
+    student, _ = build_student(teacher, ARCH, init=InitMode.TEACHER, seed=0)
     write_student_folder(student, teacher_dir, folder, max_seq_length=max_seq_length)
     return folder
 

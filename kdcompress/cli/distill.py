@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,9 @@ from kdcompress.catalog import DEFAULT_TEACHER
 from kdcompress.cli.app import app
 from kdcompress.cli.options import OverwriteOption, TeacherOption, hold_output
 from kdcompress.errors import UsageError
+
+if TYPE_CHECKING:
+    from kdcompress.artifacts import StudentArch
 
 
 @app.command()
@@ -136,28 +139,16 @@ def distill(
     Example: [bold]kdcompress distill --arch runs/s1/search.json --steps 2000 --output st/s1[/]
     """
     from kdcompress.distill import DistillJob, parse_languages, run_distill
-    from kdcompress.kd.settings import DEFAULT_LR
-    from kdcompress.kd.student import load_search_arch, parse_arch_json
-    from kdcompress.outputs import check_writable_location
+    from kdcompress.kd.settings import DEFAULT_LR, parse_loss, parse_targets
+    from kdcompress.kd.student import parse_init
+    from kdcompress.models import resolve_teacher
     from kdcompress.render import show_result
-    from kdcompress.textfile import read_text_lines
 
-    if arch is not None and arch_json is None:
-        student = load_search_arch(arch)[0]
-    elif arch_json is not None and arch is None:
-        student = parse_arch_json(arch_json)
-    else:
-        raise UsageError("give exactly one of --arch PATH[#budget] or --arch-json")
-    if corpus is not None:
-        read_text_lines(corpus)  # a binary or non-UTF-8 file fails now, naming the bad byte
-    if cache is not None:
-        if cache.exists() and not cache.is_dir():
-            raise UsageError(f"--cache {cache}: a file, not a folder")
-        check_writable_location(cache, what="--cache")
+    student = _student_arch(arch, arch_json)
+    _check_inputs(corpus, cache)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes for all
         hold_output(ctx, output)
     job = DistillJob(
-        teacher=teacher,
         arch=student,
         output=output,
         steps=steps,
@@ -168,12 +159,12 @@ def distill(
         batch_size=batch,
         lr=lr if lr is not None else DEFAULT_LR,
         max_length=max_length,
-        loss=loss,
-        targets=targets,
+        loss=parse_loss(loss),
+        targets=parse_targets(targets) if targets is not None else None,
         contrastive_weight=contrastive_weight,
         passages=passages,
         general=general,
-        init=init,
+        init=parse_init(init),
         trim_vocab=trim_vocab,
         dropout=dropout,
         seed=seed,
@@ -182,6 +173,30 @@ def distill(
         resume=resume,
         overwrite=overwrite,
     )
-    result = run_distill(job)
+    result = run_distill(job, teacher=resolve_teacher(teacher))
     if result is not None:
         show_result(result, output)
+
+
+def _student_arch(arch: str | None, arch_json: str | None) -> StudentArch:
+    """The student shape of --arch PATH[#budget] or --arch-json (exactly one of them)."""
+    from kdcompress.kd.student import load_search_arch, parse_arch_json
+
+    if arch is not None and arch_json is None:
+        return load_search_arch(arch)[0]
+    if arch_json is not None and arch is None:
+        return parse_arch_json(arch_json)
+    raise UsageError("give exactly one of --arch PATH[#budget] or --arch-json")
+
+
+def _check_inputs(corpus: Path | None, cache: Path | None) -> None:
+    """--corpus and --cache, before any work."""
+    from kdcompress.outputs import check_writable_location
+    from kdcompress.textfile import read_text_lines
+
+    if corpus is not None:
+        read_text_lines(corpus)  # a binary or non-UTF-8 file fails now, naming the bad byte
+    if cache is not None:
+        if cache.exists() and not cache.is_dir():
+            raise UsageError(f"--cache {cache}: a file, not a folder")
+        check_writable_location(cache, what="--cache")

@@ -22,12 +22,10 @@ from kdcompress.kd.settings import (
     DistillOutcome,
     LossKind,
     Targets,
-    parse_loss,
-    parse_targets,
 )
 from kdcompress.kd.student import (
+    InitMode,
     count_parameters,
-    parse_init,
     validate_arch,
     write_student_folder,
 )
@@ -39,6 +37,7 @@ from kdcompress.kd.vocab import (
     tokenizer_bytes,
 )
 from kdcompress.model_card import write_model_card
+from kdcompress.models import ResolvedModel
 from kdcompress.outputs import atomic_output_dir, check_output_dir
 
 DEFAULT_EPOCH_SENTENCES = 20_000  # --epochs without --sentences: a cache of a few GB, not 100s
@@ -81,14 +80,13 @@ def parse_languages(spec: str) -> tuple[str, ...]:
 SOURCE_LANGUAGE = "en"  # cross-lingual targets: the teacher embeds the English verse
 
 
-def resolve_targets(targets: str | None, corpus_file: Path | None) -> Targets:
+def resolve_targets(targets: Targets | None, corpus_file: Path | None) -> Targets:
     """Cross-lingual targets on the aligned Bible, each sentence's own on a plain corpus."""
     if targets is None:
         return Targets.OWN if corpus_file is not None else Targets.CROSS_LINGUAL
-    chosen = parse_targets(targets)
-    if chosen is Targets.CROSS_LINGUAL and corpus_file is not None:
+    if targets is Targets.CROSS_LINGUAL and corpus_file is not None:
         raise UsageError("--targets cross-lingual needs the aligned Bible corpus, not --corpus")
-    return chosen
+    return targets
 
 
 def _training_text(
@@ -158,13 +156,13 @@ def _steps(steps: int | None, epochs: float | None, texts: int, batch_size: int)
 
 @dataclass(frozen=True)
 class DistillJob:
-    """What the ``distill`` stage is asked to do (the ``kdcompress distill`` options).
+    """What the ``distill`` stage is asked to do (the ``kdcompress distill`` options, parsed),
+    besides the teacher: its numbers are checked when the job is made, before any work.
 
     With cross-lingual targets ``sentences`` counts English verses: every step pairs each with
     one of its translations, so a step reads twice ``batch_size`` sentences.
     """
 
-    teacher: str
     arch: StudentArch
     output: Path
     steps: int | None = None
@@ -175,12 +173,12 @@ class DistillJob:
     batch_size: int = 32
     lr: float = DEFAULT_LR
     max_length: int = 64
-    loss: str = LossKind.POOLED.value
-    targets: str | None = None  # default: cross-lingual on the Bible, own with corpus_file
+    loss: LossKind = LossKind.POOLED
+    targets: Targets | None = None  # default: cross-lingual on the Bible, own with corpus_file
     contrastive_weight: float = 0.0
     passages: float = 0.0  # share of multi-verse passages (cross-lingual targets)
     general: float = 0.0  # share of general-domain sentences (cross-lingual targets)
-    init: str = "teacher"
+    init: InitMode = InitMode.TEACHER
     trim_vocab: bool = False
     seed: int = 0
     dropout: float = 0.0
@@ -190,6 +188,17 @@ class DistillJob:
     resume: bool = False
     overwrite: bool = False
 
+    def __post_init__(self) -> None:
+        # The training loop checks them too, but only once the teacher's targets are cached.
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"--lr {self.lr:g}: must be a number above 0")
+        for option, value in (
+            ("--contrastive-weight", self.contrastive_weight),
+            ("--dropout", self.dropout),
+        ):
+            if not (math.isfinite(value) and value >= 0):
+                raise UsageError(f"{option} {value:g}: must be a number, at least 0")
+
 
 @dataclass(frozen=True)
 class _Corpus:
@@ -198,23 +207,21 @@ class _Corpus:
     languages: tuple[str, ...]
 
 
-def run_distill(job: DistillJob) -> DistillResult | None:
+def run_distill(job: DistillJob, *, teacher: ResolvedModel) -> DistillResult | None:
     """The ``distill`` stage: corpus -> teacher cache -> distillation -> student folder.
 
-    Writes ``job.output`` (a Hugging Face folder plus ``distill.json``) atomically at the end;
+    ``teacher`` is resolved by the caller; ``distill.json`` records its name. Writes
+    ``job.output`` (a Hugging Face folder plus ``distill.json``) atomically at the end;
     until then checkpoints and the teacher cache live in ``OUTPUT.partial-ckpt/``, which
     ``job.resume`` continues from. Returns the result on rank 0, None on other ranks.
     """
     from transformers import AutoConfig
 
-    from kdcompress.models import resolve_model
-
     env = dist_env()
     with process_group(env):
         started = time.perf_counter()
         checkpoints = checkpoint_dir_for(job.output)
-        _check_job(job)
-        teacher_dir = resolve_model(job.teacher, role="teacher")
+        teacher_dir = teacher.folder
         _check_max_length(job.max_length, teacher_dir)
         agree(env, lambda: _prepare_output(job, checkpoints))
         config = AutoConfig.from_pretrained(teacher_dir)
@@ -233,36 +240,24 @@ def run_distill(job: DistillJob) -> DistillResult | None:
             shard=(env.local_rank, env.local_world),
             show_progress=env.is_main,
         )
-        run = _RunFacts(job, teacher_dir, corpus, cache, time.perf_counter() - started)
+        run = _RunFacts(job, teacher, corpus, cache, time.perf_counter() - started)
         outcome = _distill(run, checkpoints)
-        if not math.isfinite(outcome.pooled_loss):  # NaN weights: no student to write or resume
-            if env.local_rank == 0:
-                shutil.rmtree(checkpoints, ignore_errors=True)
-            raise KDCompressError(
-                f"the distillation diverged (final loss {outcome.pooled_loss}) at --lr "
-                f"{job.lr:g}: nothing was written; try a lower --lr"
-            )
+        _refuse_diverged(outcome, job.lr, checkpoints, env)
         result = agree(env, lambda: _write_output(outcome, run))
         if env.local_rank == 0:  # every node removes its own teacher cache (and rank 0 the rest)
             shutil.rmtree(checkpoints, ignore_errors=True)
         return result if env.is_main else None
 
 
-def _check_job(job: DistillJob) -> None:
-    """The job's choices and numbers, before any work: the training loop checks them too, but
-    only once the teacher's targets are cached."""
-    parse_init(job.init)
-    parse_loss(job.loss)
-    if job.targets is not None:
-        parse_targets(job.targets)
-    if not (math.isfinite(job.lr) and job.lr > 0):
-        raise UsageError(f"--lr {job.lr:g}: must be a number above 0")
-    for option, value in (
-        ("--contrastive-weight", job.contrastive_weight),
-        ("--dropout", job.dropout),
-    ):
-        if not (math.isfinite(value) and value >= 0):
-            raise UsageError(f"{option} {value:g}: must be a number, at least 0")
+def _refuse_diverged(outcome: DistillOutcome, lr: float, checkpoints: Path, env: DistEnv) -> None:
+    if math.isfinite(outcome.pooled_loss):
+        return
+    if env.local_rank == 0:  # NaN weights: no student to write or resume
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    raise KDCompressError(
+        f"the distillation diverged (final loss {outcome.pooled_loss}) at --lr "
+        f"{lr:g}: nothing was written; try a lower --lr"
+    )
 
 
 def _check_max_length(max_length: int, teacher_dir: Path) -> None:
@@ -302,7 +297,7 @@ def _corpus(job: DistillJob, teacher_dir: Path) -> _Corpus:
 def _distill(run: _RunFacts, checkpoints: Path) -> DistillOutcome:
     job = run.job
     return distill_student(
-        teacher_dir=run.teacher_dir,
+        teacher_dir=run.teacher.folder,
         arch=job.arch,
         sentences=run.corpus.texts,
         steps=_steps(job.steps, job.epochs, len(run.corpus.texts), job.batch_size),
@@ -336,7 +331,7 @@ def _cache_path(cache_dir: Path | None, checkpoints: Path, env: DistEnv) -> Path
 @dataclass(frozen=True)
 class _RunFacts:
     job: DistillJob
-    teacher_dir: Path
+    teacher: ResolvedModel
     corpus: _Corpus
     cache: TeacherCache
     cache_s: float
@@ -355,7 +350,7 @@ def _vocab_stats(outcome: DistillOutcome, run: _RunFacts, folder: Path) -> Vocab
         params_after=params,
         weights_bytes_before=4 * before,
         weights_bytes_after=4 * params,
-        tokenizer_bytes_before=tokenizer_bytes(run.teacher_dir),
+        tokenizer_bytes_before=tokenizer_bytes(run.teacher.folder),
         tokenizer_bytes_after=tokenizer_bytes(folder),
     )
 
@@ -365,19 +360,19 @@ def _write_output(outcome: DistillOutcome, run: _RunFacts) -> DistillResult:
     with atomic_output_dir(job.output, overwrite=job.overwrite) as staging:
         # The sentence-transformers config keeps the model's own input limit, not the
         # distillation's (64 by default): students are evaluated, and used, on longer texts.
-        write_student_folder(outcome.student, run.teacher_dir, staging, trim=outcome.vocab_trim)
+        write_student_folder(outcome.student, run.teacher.folder, staging, trim=outcome.vocab_trim)
         if outcome.vocab_trim is not None:
             sample = [meta.text_prefix + t for t in run.corpus.texts[:200]]
             check_trimmed_tokenizer(
-                run.teacher_dir, staging, outcome.vocab_trim, sample, max_length=meta.max_length
+                run.teacher.folder, staging, outcome.vocab_trim, sample, max_length=meta.max_length
             )
         result = DistillResult(
             arch=outcome.arch,
             arch_id=outcome.arch.arch_id,
-            teacher=job.teacher,
+            teacher=run.teacher.name,
             init=outcome.init.mode,
             init_details=outcome.init.details,
-            loss=job.loss,
+            loss=job.loss.value,
             layer_map=tuple((p.student, p.teacher) for p in outcome.pairs),
             steps=outcome.steps,
             batch_size=job.batch_size,
@@ -397,7 +392,7 @@ def _write_output(outcome: DistillOutcome, run: _RunFacts) -> DistillResult:
             world_size=outcome.world_size,
             parameters=count_parameters(outcome.student),
             vocab=_vocab_stats(outcome, run, staging),
-            targets=Targets.OWN.value if outcome.translations is None else Targets.CROSS_LINGUAL,
+            targets=(Targets.OWN if outcome.translations is None else Targets.CROSS_LINGUAL).value,
             final_cosine=outcome.cosine,
             passages=job.passages,
             general=job.general,

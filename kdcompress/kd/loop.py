@@ -58,11 +58,11 @@ from kdcompress.kd.settings import (
     DistillSettings,
     LossKind,
     Targets,
-    parse_loss,
     uses_hidden,
 )
 from kdcompress.kd.student import (
     BERT_FAMILY,
+    InitMode,
     InitReport,
     build_student,
     validate_arch,
@@ -153,13 +153,13 @@ def _detach_terms(terms: dict[str, Tensor]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- public API
 
 
-def teacher_layers_for(teacher_config: Any, arch: StudentArch, loss: str) -> tuple[int, ...]:
+def teacher_layers_for(teacher_config: Any, arch: StudentArch, loss: LossKind) -> tuple[int, ...]:
     """Teacher hidden states a run reads: the layer map's, plus the relation loss's input."""
     if not uses_hidden(loss):
         return ()
     layers = teacher_config.num_hidden_layers
     pairs = uniform_last_pairs(layers, arch.layers)
-    extra = (layers - 1,) if parse_loss(loss) is LossKind.HIDDEN_RELATION else ()
+    extra = (layers - 1,) if loss is LossKind.HIDDEN_RELATION else ()
     return teacher_layers_needed(pairs, *extra)
 
 
@@ -194,7 +194,7 @@ def distill_student(
     process calls this with the same arguments.
     """
     targets = Targets.OWN if translations is None else Targets.CROSS_LINGUAL
-    chosen = DistillSettings(**settings, targets=targets.value)
+    chosen = DistillSettings(**settings, targets=targets)
     env = dist_env()
     with process_group(env):
         chosen.check(env.world)
@@ -248,7 +248,7 @@ class _Run:
         self.teacher = load_teacher(self.teacher_dir)
         config = self.teacher.config
         validate_arch(arch, teacher_config=config, init=settings.init)
-        self.relation = parse_loss(settings.loss) is LossKind.HIDDEN_RELATION
+        self.relation = settings.loss is LossKind.HIDDEN_RELATION
         if self.relation and config.model_type not in BERT_FAMILY:
             raise UsageError(
                 f"--loss {settings.loss} needs a BERT-family teacher, not {config.model_type}"
@@ -293,7 +293,9 @@ class _Run:
             seed=self.settings.seed,
             keep_tokens=trim.keep_ids if trim else None,
             dropout=self.settings.dropout,
-            calibration=_calibration(cache) if self.settings.init == "activations" else None,
+            calibration=(
+                _calibration(cache) if self.settings.init is InitMode.ACTIVATIONS else None
+            ),
         )
         if self.settings.freeze_embeddings:
             student.get_input_embeddings().weight.requires_grad_(False)

@@ -16,6 +16,7 @@ from kdcompress.kd.mapping import (
     LayerPair,
 )
 from kdcompress.kd.student import (
+    InitMode,
     InitReport,
 )
 from kdcompress.kd.vocab import (
@@ -52,8 +53,8 @@ def parse_targets(name: str) -> Targets:
     return parse_choice(Targets, name, what="--targets")
 
 
-def uses_hidden(loss: str) -> bool:
-    return parse_loss(loss) is not LossKind.POOLED
+def uses_hidden(loss: LossKind) -> bool:
+    return loss is not LossKind.POOLED
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ class DistillSettings:
     lr: float
     seed: int
     max_length: int
-    init: str = "teacher"
-    loss: str = LossKind.POOLED.value
-    targets: str = Targets.OWN.value
+    init: InitMode = InitMode.TEACHER
+    loss: LossKind = LossKind.POOLED
+    targets: Targets = Targets.OWN
     pooled_weight: float = 1.0  # normalised MSE of the sentence embedding
     cosine_weight: float = 1.0  # 1 - cosine of the sentence embedding
     contrastive_weight: float = 0.0  # in-batch InfoNCE of translations vs sources' targets
@@ -91,8 +92,6 @@ class DistillSettings:
             raise UsageError(f"learning rate must be > 0, got {self.lr}")
         if self.batch_size < world:
             raise UsageError(f"batch size {self.batch_size} is smaller than {world} processes")
-        parse_loss(self.loss)
-        parse_targets(self.targets)
         for name in ("pooled_weight", "cosine_weight", "contrastive_weight"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name.replace('_', ' ')} must be >= 0")

@@ -119,7 +119,7 @@ def _pick_budget(recommendations: list[dict[str, Any]], budget: str, path: Path)
 
 
 def validate_arch(
-    arch: StudentArch, *, teacher_config: Any = None, init: str = "random"
+    arch: StudentArch, *, teacher_config: Any = None, init: InitMode = InitMode.RANDOM
 ) -> StudentArch:
     """Refuse impossible shapes with a message saying what to change; return ``arch``."""
     from transformers.activations import ACT2FN
@@ -138,7 +138,7 @@ def validate_arch(
     return arch
 
 
-def _check_against_teacher(arch: StudentArch, config: Any, init: str) -> None:
+def _check_against_teacher(arch: StudentArch, config: Any, init: InitMode) -> None:
     if arch.layers > config.num_hidden_layers:
         raise UsageError(
             f"student has {arch.layers} layers but the teacher only {config.num_hidden_layers}"
@@ -201,7 +201,7 @@ def build_student(
     teacher: Any,
     arch: StudentArch,
     *,
-    init: str = "teacher",
+    init: InitMode = InitMode.TEACHER,
     seed: int = 0,
     keep_tokens: Sequence[int] | None = None,
     dropout: float | None = None,
@@ -211,13 +211,12 @@ def build_student(
 
     ``keep_tokens`` (ascending teacher token ids) builds it with a trimmed vocabulary whose
     row ``k`` is teacher token ``keep_tokens[k]`` (see :mod:`kdcompress.kd.vocab`).
-    ``calibration`` (teacher token ids and attention mask) is what ``init="activations"``
+    ``calibration`` (teacher token ids and attention mask) is what ``InitMode.ACTIVATIONS``
     runs the teacher on to score its parts.
     """
     from transformers import AutoModel
 
-    mode = parse_init(init)
-    validate_arch(arch, teacher_config=teacher.config, init=mode)
+    validate_arch(arch, teacher_config=teacher.config, init=init)
     teacher_vocab = teacher.get_input_embeddings().weight.shape[0]
     tokens = torch.as_tensor(
         list(keep_tokens) if keep_tokens is not None else range(teacher_vocab), dtype=torch.long
@@ -229,7 +228,7 @@ def build_student(
         student = AutoModel.from_config(config, add_pooling_layer=False)
     same_family = teacher.config.model_type in BERT_FAMILY
     importance = None
-    if mode is InitMode.ACTIVATIONS and same_family:
+    if init is InitMode.ACTIVATIONS and same_family:
         from kdcompress.kd.importance import measure_importance
 
         if calibration is None:
@@ -238,7 +237,7 @@ def build_student(
     norms = teacher.get_input_embeddings().weight.norm(dim=0)
     dims = _top(importance.hidden if importance is not None else norms, arch.hidden)
     with torch.no_grad():
-        if mode in SLICING and same_family:
+        if init in SLICING and same_family:
             report = _init_from_teacher(teacher, student, arch, tokens, dims, importance)
         else:
             report = _init_random(teacher, student, tokens, dims, same_family)

@@ -102,7 +102,7 @@ class ProxyEvaluator:
 
     def proxy_loss(self, arch: StudentArch) -> float:
         """``1 -`` the candidate's retrieval top-1 after its proxy distillation."""
-        from kdcompress.kd import distill_student
+        from kdcompress.kd import LossKind, distill_student
 
         outcome = distill_student(
             teacher_dir=self.teacher_dir,
@@ -114,7 +114,7 @@ class ProxyEvaluator:
             seed=self.seed,
             max_length=self.settings.max_length,
             cache=self.cache,
-            loss="pooled",
+            loss=LossKind.POOLED,
             translations=self.translations,
             eval_sentences=min(64, len(self.data.sources)),
         )

@@ -45,6 +45,7 @@ from kdcompress.space import SearchSpace
 if TYPE_CHECKING:
     from kdcompress.latency.coverage import Coverage
     from kdcompress.latency.predictor import LatencyModel
+    from kdcompress.models import ResolvedModel
 
 SETTINGS_FILE = "search-settings.json"
 CANDIDATES_FILE = "candidates.jsonl"
@@ -453,8 +454,11 @@ def run_search(
     strict: bool = False,
     executor_name: str = "local",
     ray_address: str | None = None,
+    resolved_teacher: ResolvedModel | None = None,
 ) -> SearchResult:
     """Run (or resume) a KD-NAS search and write its artifacts into ``output``.
+
+    ``resolved_teacher``: ``settings.teacher`` as the caller resolved it (else resolved here).
 
     ``executor_name`` ray runs each episode's proxy distillations as Ray tasks (a local Ray
     instance, or the cluster at ``ray_address``); the result is the same as local's.
@@ -462,13 +466,12 @@ def run_search(
     from kdcompress.latency.coverage import Coverage
     from kdcompress.latency.predictor import LatencyModel
     from kdcompress.latency.schema import load_profile
-    from kdcompress.models import resolve_model, teacher_arch
-    from kdcompress.search.proxy import ProxyEvaluator
+    from kdcompress.models import resolved, teacher_arch
 
     parse_controller(settings.controller)  # an unknown name fails now, not after the teacher
     profile = load_profile(Path(settings.target), strict=strict)
     latency_model = LatencyModel.from_profile(profile)
-    teacher_dir = resolve_model(settings.teacher)
+    teacher_dir = resolved(resolved_teacher or settings.teacher).folder
     teacher = teacher_arch(teacher_dir)
     coverage = Coverage.of(profile)
     check_coverage(coverage, settings)  # fail now, not mid-search, if off-grid
@@ -480,28 +483,40 @@ def run_search(
     _prepare_run_dir(output, settings, resume=resume, overwrite=overwrite)
     info(f"teacher {teacher.describe()}: {teacher_ms:.2f} ms {how} on '{profile.name}'")
     started = time.perf_counter()
+    candidates = run_episodes(
+        settings=settings,
+        output=output,
+        executor=_executor(settings, output, teacher_dir, use_ray, ray_address),
+        latency_ms=lambda arch: latency_model.predict_ms(arch, seq_len=settings.seq_len),
+        teacher_latency_ms=teacher_ms,
+    )
+    result = summarise(settings, candidates, teacher, teacher_ms, time.perf_counter() - started)
+    return finish(output, result)
+
+
+def _executor(
+    settings: SearchSettings,
+    output: Path,
+    teacher_dir: Path,
+    use_ray: bool,
+    ray_address: str | None,
+) -> Executor:
+    """What runs the episodes' proxy distillations: this process, or Ray tasks."""
+    from kdcompress.search.proxy import ProxyEvaluator
+
     proxy = ProxyEvaluator(
         teacher_dir=teacher_dir,
         settings=settings.proxy,
         cache_path=output / "teacher-cache",
         seed=settings.seed,
     )
-    executor: Executor = LocalExecutor(proxy.proxy_loss)
-    if use_ray:
-        executor = RayExecutor(
-            teacher_dir=teacher_dir,
-            settings=settings.proxy,
-            cache_path=output / "teacher-cache",
-            seed=settings.seed,
-            data=proxy.data,
-            address=ray_address,
-        )
-    candidates = run_episodes(
-        settings=settings,
-        output=output,
-        executor=executor,
-        latency_ms=lambda arch: latency_model.predict_ms(arch, seq_len=settings.seq_len),
-        teacher_latency_ms=teacher_ms,
+    if not use_ray:
+        return LocalExecutor(proxy.proxy_loss)
+    return RayExecutor(
+        teacher_dir=teacher_dir,
+        settings=settings.proxy,
+        cache_path=output / "teacher-cache",
+        seed=settings.seed,
+        data=proxy.data,
+        address=ray_address,
     )
-    result = summarise(settings, candidates, teacher, teacher_ms, time.perf_counter() - started)
-    return finish(output, result)
