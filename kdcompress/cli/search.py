@@ -95,11 +95,13 @@ def search(
     Example: [bold]kdcompress search --target profiles/xeon.json --output runs/s1[/]
     """
     from kdcompress.render import search_summary
+    from kdcompress.search.controller import parse_controller
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
     from kdcompress.search.runner import SETTINGS_FILE, SearchSettings, run_search
 
     executor_name = _check_options(alpha, beta, latency_budget_ms, executor, ray_address)
+    parse_controller(controller)  # an unknown name fails before the profile is read
     check_shapes([seq_len], None)
     if resume is not None:
         _refuse_settings_with_resume(ctx)
