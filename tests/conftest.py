@@ -180,3 +180,18 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_proxy_data() -> object:
+    """A few English sentences with German and Chinese translations: a search's proxy data
+    without the Bible (a ``kdcompress.search.proxy.ProxyData``)."""
+    from kdcompress.search.proxy import ProxyData
+
+    words = ["hello world", "the small model", "a fast student", "the large teacher"]
+    return ProxyData(
+        sources=[f"{w} {i}" for i in range(4) for w in words],
+        translations=[(f"hallo {w} {i}", f"你好 {w}") for i in range(4) for w in words],
+        languages=("de", "zh"),
+        score_sources=words,
+        score_translations=[(f"hallo {w}", "") for w in words],
+    )

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import tiny_proxy_data
 
 from kdcompress.artifacts import StudentArch
 from kdcompress.errors import UsageError
 from kdcompress.search import runner
 from kdcompress.search.controller import ControllerName, make_controller, mutate
 from kdcompress.search.executor import LocalExecutor
-from kdcompress.search.proxy import ProxyData, ProxySettings
+from kdcompress.search.proxy import ProxySettings
 from kdcompress.search.reward import RewardSettings, reward
 from kdcompress.space import SearchSpace
 
@@ -207,14 +208,7 @@ def tiny_search(
     profile_path = tmp_path / "tiny.json"
     tiny = tiny_settings(space=space, heldout_architectures=1)
     run_profile(settings=tiny, name="tiny", output=profile_path)
-    words = ["hello world", "the small model", "a fast student", "the large teacher"]
-    data = ProxyData(
-        sources=[f"{w} {i}" for i in range(4) for w in words],
-        translations=[(f"hallo {w} {i}", f"你好 {w}") for i in range(4) for w in words],
-        languages=("de", "zh"),
-        score_sources=words,
-        score_translations=[(f"hallo {w}", "") for w in words],
-    )
+    data = tiny_proxy_data()
     monkeypatch.setattr("kdcompress.search.proxy.proxy_data", lambda s, seed: data)
     return dataclasses.replace(
         settings(episodes=2),

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_of_type
+from conftest import build_tiny_of_type, tiny_proxy_data
 from test_pipeline import fake_sentences
 from test_quality import SETTINGS, cache, fake_cache  # noqa: F401 - fixtures used by name
 
@@ -19,7 +19,6 @@ from kdcompress.latency.coverage import Coverage
 from kdcompress.latency.schema import HardwareProfile
 from kdcompress.models import teacher_arch
 from kdcompress.profile import runner
-from kdcompress.search.proxy import ProxyData
 from kdcompress.search.runner import SearchResult
 from kdcompress.space import SearchSpace, teacher_space
 
@@ -57,14 +56,7 @@ def light_run(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -
     monkeypatch.setattr(runner, "make_settings", lambda **kw: light(make_settings(**kw)))
     monkeypatch.setattr("kdcompress.corpus.iter_sentences", fake_sentences)
     monkeypatch.setattr("kdcompress.quality.quick_settings", lambda: SETTINGS)
-    words = ["hello world", "the small model", "a fast student", "the large teacher"]
-    data = ProxyData(
-        sources=[f"{w} {i}" for i in range(4) for w in words],
-        translations=[(f"hallo {w} {i}", f"你好 {w}") for i in range(4) for w in words],
-        languages=("de", "zh"),
-        score_sources=words,
-        score_translations=[(f"hallo {w}", "") for w in words],
-    )
+    data = tiny_proxy_data()
     monkeypatch.setattr("kdcompress.search.proxy.proxy_data", lambda s, seed: data)
     plan = dataclasses.replace(
         pipeline.PLANS[pipeline.Budget.QUICK],
