@@ -353,6 +353,9 @@ class PredictedLatency:
     predicted_ms: float
     model: str = STUDENT_FP32  # files written before the teacher was predicted hold the student
     measured_ms: float | None = None
+    # "predicted": by the latency model from measured blocks; "profiled": the profile timed an
+    # encoder of this very shape (the teacher's), which the search's budgets were set from
+    how: str = "predicted"
 
     @property
     def error(self) -> float | None:
@@ -573,6 +576,7 @@ class DistillResult(Artifact):
     final_cosine: float | None = None  # student vs teacher sentence embeddings, eval sentences
     passages: float = 0.0  # share of multi-verse passages among the training items
     general: float = 0.0  # share of general-domain sentences (news, speeches) among them
+    words: float = 0.0  # share of single words of the teacher's vocabulary among them
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""General-domain sentences: modern news and parliament speeches (en, de, es, nl).
+"""Text beyond the Bible: general-domain sentences and the teacher's own vocabulary.
+
+General-domain sentences: modern news and parliament speeches (en, de, es, nl).
 
 The Bible teaches a student every language it covers, but in an archaic register and about a
 narrow world; reviews, news or support tickets use words and constructions it never shows.
@@ -7,6 +9,11 @@ the ``general`` asset): 3,824 English news articles (Dec 2016 - Mar 2017, eight 
 1,000 ParlSpeech V2 speeches each from the House of Commons, the Bundestag, the Congreso and
 the Tweede Kamer. Documents are split into sentences here; they have no translations, so each
 sentence learns the teacher's embedding of itself.
+
+Vocabulary words: whole words drawn from the teacher's tokenizer, each alone as a training item
+that learns the teacher's embedding of that word. Static-embedding distillation (model2vec)
+builds a whole model from such single-token embeddings; here they teach a student the words a
+verse never shows (``movie``, ``boring``, ``refund``) in every script the tokenizer knows.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 GENERAL_ASSET = "general"
 GENERAL_LANGUAGES = ("en", "de", "es", "nl")
@@ -50,3 +58,28 @@ def general_sentences(languages: Sequence[str], *, seed: int, limit: int) -> lis
     sentences = list(dict.fromkeys(sentences))
     random.Random(f"{seed}:general").shuffle(sentences)
     return sentences[:limit]
+
+
+# Where a tokenizer marks the first piece of a word: SentencePiece (XLM-R, T5) and byte-level
+# BPE (RoBERTa, GPT-2); WordPiece (BERT, MPNet) marks the other pieces instead ("##ing").
+_WORD_START = ("\u2581", "\u0120")
+_CONTINUATION = "##"
+_SHORTEST_WORD = 3  # letters; shorter pieces are mostly affixes and abbreviations
+
+
+def vocabulary_words(teacher_dir: Path, *, seed: int, limit: int) -> list[str]:
+    """Up to ``limit`` whole words of the teacher's vocabulary in a seeded order: tokens that
+    begin a word and are letters only (any script), at least three of them."""
+    from kdcompress.encoding import load_tokenizer
+
+    tokenizer = load_tokenizer(teacher_dir)
+    vocab = list(tokenizer.get_vocab())
+    mark = next((m for m in _WORD_START if any(t.startswith(m) for t in vocab)), None)
+    if mark is None:
+        starts = [t for t in vocab if not t.startswith(_CONTINUATION)]
+    else:
+        starts = [t for t in vocab if t.startswith(mark)]
+    words = {tokenizer.convert_tokens_to_string([t]).strip() for t in starts}
+    found = sorted(w for w in words if len(w) >= _SHORTEST_WORD and w.isalpha())
+    random.Random(f"{seed}:words").shuffle(found)
+    return found[:limit]

@@ -172,14 +172,19 @@ def _layer_map(result: DistillResult) -> str:
 
 
 def _corpus(result: DistillResult) -> str:
-    general = getattr(result, "general", 0.0)
     if result.languages:
         source = f"{result.sentences:,} Bible verses in {', '.join(result.languages)}"
-        if general:
-            source = (
-                f"{result.sentences:,} items: Bible verses in {', '.join(result.languages)}, "
-                f"{100 * general:.0f}% general-domain sentences (news, parliament speeches)"
+        extra = [
+            f"{100 * share:.0f}% {what}"
+            for share, what in (
+                (getattr(result, "general", 0.0), "general-domain sentences (news, speeches)"),
+                (getattr(result, "words", 0.0), "single words of the teacher's vocabulary"),
             )
+            if share
+        ]
+        if extra:
+            languages = ", ".join(result.languages)
+            source = f"{result.sentences:,} items: Bible verses in {languages}, " + ", ".join(extra)
     else:
         source = f"{result.sentences:,} sentences of the user's corpus"
     if getattr(result, "targets", "own") == "cross-lingual":

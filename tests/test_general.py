@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kdcompress import general
-from kdcompress.distill import stage
+from kdcompress.artifacts import StudentArch
+from kdcompress.distill import DistillJob, stage
+from kdcompress.errors import UsageError
 from kdcompress.general import split_sentences
+
+ARCH = StudentArch(layers=1, hidden=32, heads=2, ffn=64)
 
 
 def test_sentences_are_split_and_tokenised_punctuation_glued_back() -> None:
@@ -37,9 +43,76 @@ def test_general_share_is_of_the_whole_without_translations(
     )
     texts = [f"verse {i}" for i in range(30)]
     aligned = [(f"vers {i}", f"verset {i}") for i in range(30)]
-    mixed, rows = stage._with_general(texts, aligned, 0.25, ("de", "fr"), seed=0)
+
+    def mix(seed: int) -> tuple[list[str], list[tuple[str, ...]]]:
+        job = DistillJob(arch=ARCH, output=Path("unused"), steps=1, general=0.25, seed=seed)
+        extra = stage._beyond_the_bible(job, len(texts), ("de", "fr"), Path("unused"))
+        return stage._mixed(texts, aligned, extra, seed)
+
+    mixed, rows = mix(0)
     assert len(mixed) == 40 and sorted(mixed) == sorted(texts + pool[:10])
     assert all(row == ("", "") for t, row in zip(mixed, rows, strict=True) if t in pool)
     assert dict(zip(mixed, rows, strict=True))["verse 7"] == ("vers 7", "verset 7")
-    assert stage._with_general(texts, aligned, 0.25, ("de", "fr"), seed=0)[0] == mixed
-    assert stage._with_general(texts, aligned, 0.25, ("de", "fr"), seed=1)[0] != mixed
+    assert mix(0)[0] == mixed
+    assert mix(1)[0] != mixed
+
+
+def test_general_and_words_shares_are_each_of_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        general, "general_sentences", lambda languages, *, seed, limit: ["news"] * limit
+    )
+    monkeypatch.setattr(general, "vocabulary_words", lambda _dir, *, seed, limit: ["w"] * limit)
+    job = DistillJob(arch=ARCH, output=Path("unused"), steps=1, general=0.2, words=0.3)
+    extra = stage._beyond_the_bible(job, 50, ("de",), Path("unused"))
+    assert extra.count("news") == 20 and extra.count("w") == 30  # of 100 items in all
+
+
+def test_general_and_words_must_leave_the_bible_a_tenth() -> None:
+    with pytest.raises(UsageError, match=r"keep their sum under 0\.9"):
+        DistillJob(arch=ARCH, output=Path("unused"), steps=1, general=0.5, words=0.4)
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"),
+    [
+        ("xlm-roberta", {"movie", "boring"}),  # SentencePiece: "\u2581movie"
+        ("bert", {"movie", "boring"}),  # WordPiece: "movie", not "##ing"
+    ],
+)
+def test_vocabulary_words_are_whole_words_of_letters(
+    tmp_path: Path, family: str, expected: set[str]
+) -> None:
+    folder = _tokenizer_folder(tmp_path, family)
+    words = general.vocabulary_words(folder, seed=0, limit=100)
+    assert set(words) == expected  # no pieces, digits, punctuation, specials or short affixes
+    assert general.vocabulary_words(folder, seed=0, limit=1) == words[:1]
+
+
+def _tokenizer_folder(tmp_path: Path, family: str) -> Path:
+    """A tiny tokenizer of the family's scheme with words, pieces, digits and specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if family == "bert":
+        unk, vocab = "[UNK]", ["[PAD]", "[UNK]", "movie", "boring", "##ing", "42", ",", "ab"]
+        tokenizer = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token=unk))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        tokenizer.decoder = decoders.WordPiece()
+    else:
+        unk = "<unk>"
+        pieces = [
+            "<pad>",
+            unk,
+            "\u2581movie",
+            "\u2581boring",
+            "ing",
+            "\u258142",
+            "\u2581,",
+            "\u2581ab",
+        ]
+        tokenizer = Tokenizer(models.Unigram([(p, -1.0) for p in pieces], unk_id=1))
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+    folder = tmp_path / family
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token=unk).save_pretrained(folder)
+    return folder

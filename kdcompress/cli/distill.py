@@ -102,6 +102,16 @@ def distill(
             "itself), mixed into the Bible's cross-lingual pairs.",
         ),
     ] = 0.0,
+    words: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of training items that are single whole words of the teacher's "
+            "vocabulary, each learning the teacher's embedding of itself: the words a verse "
+            "never shows, in every script the tokenizer knows.",
+        ),
+    ] = 0.0,
     init: Annotated[
         str,
         typer.Option(
@@ -164,6 +174,7 @@ def distill(
         contrastive_weight=contrastive_weight,
         passages=passages,
         general=general,
+        words=words,
         init=parse_init(init),
         trim_vocab=trim_vocab,
         dropout=dropout,

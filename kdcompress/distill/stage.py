@@ -117,19 +117,29 @@ def _parallel_text(
     return list(found.sources), list(found.translations), found.languages
 
 
-def _with_general(
-    texts: list[str],
-    aligned: list[tuple[str, ...]],
-    share: float,
-    languages: Sequence[str],
-    seed: int,
-) -> tuple[list[str], list[tuple[str, ...]]]:
-    """The Bible's items plus general-domain sentences making up ``share`` of the whole, in one
-    seeded order. They have no translation: each learns the teacher's embedding of itself."""
-    from kdcompress.general import general_sentences
+def _beyond_the_bible(
+    job: DistillJob, verses: int, languages: Sequence[str], teacher_dir: Path
+) -> list[str]:
+    """General-domain sentences and vocabulary words making up their shares of all items."""
+    from kdcompress.general import general_sentences, vocabulary_words
 
-    wanted = round(len(texts) * share / (1.0 - share)) if share < 1.0 else len(texts)
-    extra = general_sentences((SOURCE_LANGUAGE, *languages), seed=seed, limit=wanted)
+    def count(share: float) -> int:
+        return round(verses * share / (1.0 - job.general - job.words))
+
+    extra = []
+    if job.general:
+        languages = (SOURCE_LANGUAGE, *languages)
+        extra += general_sentences(languages, seed=job.seed, limit=count(job.general))
+    if job.words:
+        extra += vocabulary_words(teacher_dir, seed=job.seed, limit=count(job.words))
+    return extra
+
+
+def _mixed(
+    texts: list[str], aligned: list[tuple[str, ...]], extra: list[str], seed: int
+) -> tuple[list[str], list[tuple[str, ...]]]:
+    """The Bible's items plus ``extra`` in one seeded order. The extra items have no
+    translation: each learns the teacher's embedding of itself."""
     empty = ("",) * (len(aligned[0]) if aligned else 0)
     items = list(zip(texts, aligned, strict=True)) + [(t, empty) for t in extra]
     random.Random(f"{seed}:general-mix").shuffle(items)
@@ -178,6 +188,7 @@ class DistillJob:
     contrastive_weight: float = 0.0
     passages: float = 0.0  # share of multi-verse passages (cross-lingual targets)
     general: float = 0.0  # share of general-domain sentences (cross-lingual targets)
+    words: float = 0.0  # share of single words of the teacher's vocabulary (cross-lingual)
     init: InitMode = InitMode.TEACHER
     trim_vocab: bool = False
     seed: int = 0
@@ -198,6 +209,11 @@ class DistillJob:
         ):
             if not (math.isfinite(value) and value >= 0):
                 raise UsageError(f"{option} {value:g}: must be a number, at least 0")
+        if self.general + self.words >= 0.9:
+            raise UsageError(
+                f"--general {self.general:g} and --words {self.words:g} leave the Bible under "
+                "10% of the training items: keep their sum under 0.9"
+            )
 
 
 @dataclass(frozen=True)
@@ -278,12 +294,15 @@ def _corpus(job: DistillJob, teacher_dir: Path) -> _Corpus:
     if job.corpus_file is None and not languages:
         languages = parse_languages("all")
     if targets is not Targets.CROSS_LINGUAL:
-        if job.passages or job.general:
-            raise UsageError("--passages and --general need cross-lingual targets on the Bible")
+        if job.passages or job.general or job.words:
+            raise UsageError(
+                "--passages, --general and --words need cross-lingual targets on the Bible"
+            )
         return _Corpus(_training_text(job.corpus_file, languages, job.seed, limit), None, languages)
     texts, aligned, translated = _parallel_text(languages, job.seed, limit, job.passages)
-    if job.general:
-        texts, aligned = _with_general(texts, aligned, job.general, languages, job.seed)
+    if job.general or job.words:
+        extra = _beyond_the_bible(job, len(texts), languages, teacher_dir)
+        texts, aligned = _mixed(texts, aligned, extra, job.seed)
     translations = Translations(
         aligned,
         translated,
@@ -396,6 +415,7 @@ def _write_output(outcome: DistillOutcome, run: _RunFacts) -> DistillResult:
             final_cosine=outcome.cosine,
             passages=job.passages,
             general=job.general,
+            words=job.words,
         )
         result.save(staging / "distill.json")
         write_model_card(staging, result, model_path=job.output)
