@@ -158,9 +158,10 @@ def prediction_lines(report: ValidationReport) -> list[str]:
         if pred.measured_ms is None or pred.error is None:
             continue
         flag = f": **off by more than {PREDICTION_ERROR_LIMIT:.0%}**" if pred.off else ""
+        how = " (its timing of an encoder of this shape)" if pred.how == "profiled" else ""
         lines.append(
             f"Profile prediction for {pred.model} at batch {pred.batch}, seq {pred.seq_len}: "
-            f"{pred.predicted_ms:.2f} ms, measured {pred.measured_ms:.2f} ms "
+            f"{pred.predicted_ms:.2f} ms{how}, measured {pred.measured_ms:.2f} ms "
             f"({pred.error * 100:+.0f}%){flag}."
         )
     return lines

@@ -42,6 +42,7 @@ DEFAULT_BATCH_SIZES = (1, 8)  # latency, and a throughput batch
 SUITES = ("none", "quick", "full")
 
 if TYPE_CHECKING:
+    from kdcompress.latency.coverage import Coverage
     from kdcompress.latency.predictor import LatencyModel
     from kdcompress.quality import EvalSettings
 
@@ -345,28 +346,32 @@ def _latency_rows(
     return rows
 
 
-def _latency_model(profile: Path | None) -> LatencyModel | None:
+def _latency_model(profile: Path | None) -> tuple[LatencyModel, Coverage] | None:
     if profile is None:
         return None
+    from kdcompress.latency.coverage import Coverage
     from kdcompress.latency.predictor import LatencyModel
     from kdcompress.latency.schema import load_profile
 
-    return LatencyModel.from_profile(load_profile(profile))
+    loaded = load_profile(profile)
+    return LatencyModel.from_profile(loaded), Coverage.of(loaded)
 
 
 def _predicted(
-    model: LatencyModel | None,
+    model: tuple[LatencyModel, Coverage] | None,
     subject: _Subject,
     batch_sizes: tuple[int, ...],
     rows: list[LatencyRow],
 ) -> tuple[PredictedLatency, ...]:
     """What the hardware profile predicted for each model with a shape of its own (the
     student's fp32 file, the teacher), next to the p50 measured, where its grid covers the
-    input shape."""
+    input shape. For the teacher the profile's own timing of a teacher-shaped encoder comes
+    first, as in the search: that is the latency the search's budgets were set from."""
     if model is None:
         return ()
     from kdcompress.models import teacher_arch
 
+    latency_model, coverage = model
     sources = {STUDENT_FP32: subject.source_dir}
     if subject.teacher_source is not None:
         sources = {TEACHER: subject.teacher_source, **sources}
@@ -376,10 +381,16 @@ def _predicted(
         arch = teacher_arch(source)
         for batch in batch_sizes:
             for seq_len in subject.seq_lens:
+                timed = measured.get((name, batch, seq_len))
+                profiled = coverage.measured_ms(arch, seq_len=seq_len, batch=batch)
+                if name == TEACHER and profiled is not None:
+                    predictions.append(
+                        PredictedLatency(batch, seq_len, profiled, name, timed, how="profiled")
+                    )
+                    continue
                 try:
-                    ms = model.predict_ms(arch, seq_len=seq_len, batch=batch)
+                    ms = latency_model.predict_ms(arch, seq_len=seq_len, batch=batch)
                 except ArtifactError:
                     continue  # architecture or shape outside the profiled grid
-                timed = measured.get((name, batch, seq_len))
                 predictions.append(PredictedLatency(batch, seq_len, ms, name, timed))
     return tuple(predictions)

@@ -265,3 +265,35 @@ def test_disturbed_timings_say_why_in_the_table() -> None:
     student = next(line for line in lines if line.startswith("| student-fp32 | 1 | 128 | 2.00"))
     assert student.endswith("|  |  | +25% **disturbed** (reference kernel +25%) |")
     assert any("2 of 2 timings were disturbed" in line for line in lines)
+
+
+def test_the_teacher_is_predicted_by_the_profiles_own_timing_of_its_shape(tiny_xlmr: Path) -> None:
+    """As in the search: a profile that timed a teacher-shaped encoder gives that timing for
+    the teacher; a student of the same shape still gets the block model's prediction."""
+    from kdcompress import validate
+
+    class Blocks:
+        def predict_ms(self, arch: object, *, seq_len: int, batch: int) -> float:
+            return 1.0
+
+    class Profiled:
+        def measured_ms(self, arch: object, *, seq_len: int, batch: int = 1) -> float | None:
+            return 5.0 if seq_len == 16 else None
+
+    subject = validate._Subject(
+        manifest=None,  # type: ignore[arg-type]
+        source_dir=tiny_xlmr,
+        files={},
+        quantization={},
+        teacher_dir=None,
+        teacher_source=tiny_xlmr,
+        vocab=100,
+        seq_lens=(8, 16),
+    )
+    found = validate._predicted((Blocks(), Profiled()), subject, (1,), [])  # type: ignore[arg-type]
+    assert {(p.model, p.seq_len): (p.predicted_ms, p.how) for p in found} == {
+        ("teacher", 8): (1.0, "predicted"),
+        ("teacher", 16): (5.0, "profiled"),
+        ("student-fp32", 8): (1.0, "predicted"),
+        ("student-fp32", 16): (1.0, "predicted"),
+    }
