@@ -338,7 +338,7 @@ def main() -> None:
         args.distill_sentences,
         args.distill_steps,
         quick_eval=args.quick_eval,
-        target_speedup=args.speedup,
+        target_speedup=float(args.speedup.rstrip("x")),
     )
     students = pick_students(run_dir, args, plan)
     record = {"kdnas": students.kdnas, "baseline": students.baseline}

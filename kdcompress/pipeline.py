@@ -35,7 +35,7 @@ from kdcompress.models import ResolvedModel, resolve_teacher, teacher_arch
 from kdcompress.quantize import Quantization, QuantizeOptions, parse_quantization
 from kdcompress.render import validation_tables
 from kdcompress.report import write_report
-from kdcompress.space import SearchSpace, teacher_space
+from kdcompress.space import SearchSpace, load_space, teacher_space
 from kdcompress.validate import REPORT, validate_export
 
 
@@ -56,7 +56,7 @@ class BudgetPlan:
     distill_sentences: int
     distill_steps: int
     quick_eval: bool
-    target_speedup: str = "7x"  # which of the search's recommendations gets distilled
+    target_speedup: float = 7.0  # the search's recommendation that gets distilled
 
 
 PLANS = {
@@ -85,6 +85,7 @@ class RunSettings(Artifact):
     backend: str
     budget: str
     seed: int
+    space: str = ""  # the --space file, "" for the teacher's own space
 
 
 def claim_run_dir(output: Path, settings: RunSettings) -> None:
@@ -100,8 +101,8 @@ def claim_run_dir(output: Path, settings: RunSettings) -> None:
         return
     earlier = RunSettings.load(path)
     differs = [
-        f"--{name} {getattr(earlier, name)} (now {getattr(settings, name)})"
-        for name in ("teacher", "backend", "budget", "seed")
+        f"--{name} {_shown(getattr(earlier, name))} (now {_shown(getattr(settings, name))})"
+        for name in ("teacher", "backend", "budget", "seed", "space")
         if getattr(earlier, name) != getattr(settings, name)
     ]
     if differs:
@@ -109,6 +110,10 @@ def claim_run_dir(output: Path, settings: RunSettings) -> None:
             f"{output} was made with {', '.join(differs)}: its stages would be reused for "
             "other settings; choose another --output, or remove it to start over"
         )
+
+
+def _shown(value: object) -> object:
+    return "none" if value == "" else value
 
 
 def _done(path: Path, cls: type[ExportManifest] | type[ValidationReport]) -> bool:
@@ -119,9 +124,11 @@ def _done(path: Path, cls: type[ExportManifest] | type[ValidationReport]) -> boo
     return True
 
 
-def profile_stage(run_dir: Path, backend: str, threads: int | None, teacher: StudentArch) -> Path:
-    """Reuse a profile of this very machine and runtime that covers the teacher's space, else
-    measure a quick one, reusing what earlier profiles of this machine measured."""
+def profile_stage(
+    run_dir: Path, backend: str, threads: int | None, teacher: StudentArch, space: SearchSpace
+) -> Path:
+    """Reuse a profile of this very machine and runtime that covers ``space`` and the teacher,
+    else measure a quick one, reusing what earlier profiles of this machine measured."""
     from kdcompress.profile.reuse import profile_candidates, seed_partial
     from kdcompress.profile.runner import make_settings, partial_path, run_profile
 
@@ -129,7 +136,9 @@ def profile_stage(run_dir: Path, backend: str, threads: int | None, teacher: Stu
     if target.is_file():  # made for this run's teacher (run.json holds it)
         info(f"[dim]profile: done earlier ({target})[/]")
         return target
-    settings = make_settings(backend=backend, threads=threads, quick=True, teacher=teacher)
+    settings = make_settings(
+        backend=backend, threads=threads, quick=True, teacher=teacher, space=space
+    )
     committed = sorted(PROFILES.glob("*.json"))
     candidates = [(path, why) for path, _, why in profile_candidates(committed, settings)]
     match = next((path for path, why in candidates if not why), None)
@@ -167,7 +176,13 @@ def search_stage(
 ) -> Path:
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
-    from kdcompress.search.runner import RESULT_FILE, SETTINGS_FILE, SearchSettings, run_search
+    from kdcompress.search.runner import (
+        DEFAULT_SPEEDUPS,
+        RESULT_FILE,
+        SETTINGS_FILE,
+        SearchSettings,
+        run_search,
+    )
 
     out = run_dir / "search"
     if (out / RESULT_FILE).is_file():
@@ -185,6 +200,8 @@ def search_stage(
         reward=RewardSettings(),
         proxy=ProxySettings(sentences=plan.proxy_sentences, steps=plan.proxy_steps),
         space=space,
+        # Only the target and tighter budgets: no candidate is spent on a slower student.
+        speedups=tuple(s for s in DEFAULT_SPEEDUPS if s >= plan.target_speedup),
     )
     resume = (out / SETTINGS_FILE).is_file()
     run_search(settings=settings, output=out, resume=resume, resolved_teacher=teacher)
@@ -263,19 +280,24 @@ def run_pipeline(
     threads: int | None = None,
     seed: int = 0,
     seq_lens: tuple[int, ...] | None = None,
+    space: Path | None = None,
 ) -> ValidationReport:
-    """Run (or resume) every stage for ``teacher`` in ``output``; return the validation."""
+    """Run (or resume) every stage for ``teacher`` in ``output``; return the validation.
+    ``space`` narrows the search (and a quick profile) to a space JSON; default: the
+    teacher's own space."""
     fmt = format_for_backend(backend)
     plan = PLANS[parse_budget(budget)]
     mode = parse_quantization(quantize)
     # A missing, damaged or unsupported teacher fails before profiling.
     resolved = resolve_teacher(teacher)
     shape = teacher_arch(resolved.folder)
-    claim_run_dir(output, RunSettings(teacher, backend, parse_budget(budget).value, seed))
+    searched = load_space(space) if space is not None else teacher_space(shape)
+    asked = RunSettings(teacher, backend, parse_budget(budget).value, seed, str(space or ""))
+    claim_run_dir(output, asked)
     info(f"[bold]kdcompress run[/] ({budget}) -> {output}")
-    profile = profile_stage(output, backend, threads, shape)
-    search_json = search_stage(output, resolved, profile, plan, seed, teacher_space(shape))
-    arch, label = chosen_arch(search_json, plan.target_speedup)
+    profile = profile_stage(output, backend, threads, shape, searched)
+    search_json = search_stage(output, resolved, profile, plan, seed, searched)
+    arch, label = chosen_arch(search_json, f"{plan.target_speedup:g}x")
     info(f"distilling the {label} recommendation: {arch.describe()}")
     student = distill_stage(output, resolved, arch, plan, seed)
     options = QuantizeOptions(mode=mode, seed=seed) if mode is not Quantization.NONE else None

@@ -123,6 +123,35 @@ def test_run_continues_from_finished_stages_then_resumes(
     assert pipeline.run_pipeline(**kwargs) == report  # type: ignore[arg-type]
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_a_space_file_narrows_the_profile_and_the_search(
+    tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    narrow = SearchSpace(layers=(1,), hidden=(32,), heads=(4,), ffn_ratio=(2,), min_head_size=8)
+    narrow.save(tmp_path / "space.json")
+    seen: dict[str, SearchSpace] = {}
+
+    def profile_stage(run_dir: Path, *args: object) -> Path:
+        seen["profile"] = args[-1]  # type: ignore[assignment]
+        return run_dir / "profile.json"
+
+    def search_stage(*args: object) -> Path:
+        seen["search"] = args[-1]  # type: ignore[assignment]
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "profile_stage", profile_stage)
+    monkeypatch.setattr(pipeline, "search_stage", search_stage)
+    run = {"teacher": str(tiny_xlmr), "backend": "onnxruntime", "output": tmp_path / "run"}
+    with pytest.raises(_Stop):
+        pipeline.run_pipeline(**run, space=tmp_path / "space.json")  # type: ignore[arg-type]
+    assert seen == {"profile": narrow, "search": narrow}
+    with pytest.raises(UsageError, match="--space"):  # the folder's stages were for that space
+        pipeline.run_pipeline(**run)  # type: ignore[arg-type]
+
+
 def markdown_of(run_dir: Path) -> str:
     return (run_dir / "report.md").read_text()
 

@@ -181,6 +181,17 @@ def test_budgets_the_teacher_meets_are_one_warning(capsys: pytest.CaptureFixture
     assert capsys.readouterr().err == ""
 
 
+def test_candidates_come_from_what_the_loosest_budget_can_use(tmp_path: Path) -> None:
+    teacher_ms = fake_latency(StudentArch(4, 128, 2, 512))
+    asked = dataclasses.replace(settings(episodes=2), speedups=(2.0, 3.0))
+    found = run(tmp_path / "fits", asked)
+    assert len(found) == 6 and all(c.latency_ms <= teacher_ms / 2 for c in found)
+    assert runner.loosest_budget_ms(asked, teacher_ms) == teacher_ms / 2
+    # a space with nothing that fast is searched whole (and recommends nothing)
+    nothing = run(tmp_path / "none", dataclasses.replace(asked, speedups=(1e6,)))
+    assert len(nothing) == 6
+
+
 def test_pareto_front_and_budgets() -> None:
     def cand(latency: float, loss: float) -> runner.Candidate:
         arch = StudentArch(1, 64, 1, int(latency * 64))

@@ -66,7 +66,7 @@ def light_run(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -
         proxy_steps=2,
         distill_sentences=64,
         distill_steps=4,
-        target_speedup="1x",
+        target_speedup=1.0,
     )
     monkeypatch.setitem(pipeline.PLANS, pipeline.Budget.QUICK, plan)
     # Tiny encoders cost mostly per-call overhead: no student is 4x faster than its teacher.

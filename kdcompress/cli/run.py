@@ -32,6 +32,14 @@ def run(
     ] = "dynamic",
     seed: Annotated[int, typer.Option(help="Seed for search and distillation.")] = 0,
     threads: ThreadsOption = None,
+    space: Annotated[
+        Path | None,
+        typer.Option(
+            help="Search space JSON to narrow the search and a quick profile to (layers, "
+            "hidden, heads, ffn_ratio; default: the teacher's own space, see `kdcompress "
+            "profile --help`)."
+        ),
+    ] = None,
 ) -> None:
     """Run the whole pipeline into one run directory, resuming finished stages.
 
@@ -54,6 +62,7 @@ def run(
         quantize=quantize,
         seed=seed,
         threads=threads,
+        space=space,
     )
 
 

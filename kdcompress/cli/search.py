@@ -57,6 +57,14 @@ def search(
             help="Latency budgets to recommend for (repeatable; default teacher/4, /7, /10).",
         ),
     ] = None,
+    speedup: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--speedup",
+            help="Speedups over the teacher to recommend for (repeatable; default 4, 7, 10). "
+            "Candidates predicted slower than the loosest budget are never distilled.",
+        ),
+    ] = None,
     seq_len: Annotated[
         int, typer.Option(help="Sequence length the latency is predicted at.")
     ] = 128,
@@ -98,9 +106,14 @@ def search(
     from kdcompress.search.controller import parse_controller
     from kdcompress.search.proxy import ProxySettings
     from kdcompress.search.reward import RewardSettings
-    from kdcompress.search.runner import SETTINGS_FILE, SearchSettings, run_search
+    from kdcompress.search.runner import DEFAULT_SPEEDUPS, SETTINGS_FILE, SearchSettings, run_search
 
     executor_name = _check_options(alpha, beta, latency_budget_ms, executor, ray_address)
+    for asked in speedup or ():
+        if not (math.isfinite(asked) and asked > 1):
+            raise UsageError(
+                f"--speedup {asked:g}: must be above 1 (a student faster than the teacher)"
+            )
     parse_controller(controller)  # an unknown name fails before the profile is read
     check_shapes([seq_len], None)
     if resume is not None:
@@ -121,6 +134,7 @@ def search(
             proxy=ProxySettings(sentences=proxy_size, steps=proxy_steps),
             space=_space(space, teacher, target, seq_len),
             budgets_ms=tuple(latency_budget_ms or ()),
+            speedups=tuple(speedup or DEFAULT_SPEEDUPS),
         )
     hold_output(ctx, output)
     result = run_search(

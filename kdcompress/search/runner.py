@@ -12,6 +12,7 @@ Run directory:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -75,6 +76,7 @@ class SearchSettings(Artifact):
     proxy: ProxySettings
     space: SearchSpace
     budgets_ms: tuple[float, ...] = ()  # explicit budgets; empty: teacher latency / speedups
+    speedups: tuple[float, ...] = DEFAULT_SPEEDUPS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,11 +217,22 @@ def episode_rng(seed: int, episode: int) -> random.Random:
 
 
 def sample_pool(
-    space: SearchSpace, size: int, rng: random.Random, exclude: set[StudentArch]
+    space: SearchSpace,
+    size: int,
+    rng: random.Random,
+    exclude: set[StudentArch],
+    fits: Callable[[StudentArch], bool] = lambda _: True,
 ) -> list[StudentArch]:
-    """Up to ``size`` distinct valid architectures not evaluated before."""
+    """Up to ``size`` distinct valid architectures not evaluated before, among those that
+    ``fits`` (among all of them once none that fits is left)."""
     available = [a for a in space.architectures() if a not in exclude]
+    available = [a for a in available if fits(a)] or available
     return rng.sample(available, min(size, len(available)))
+
+
+def loosest_budget_ms(settings: SearchSettings, teacher_latency_ms: float) -> float:
+    """The latency above which no budget can use a candidate."""
+    return max(ms for _, ms in budgets(settings, teacher_latency_ms))
 
 
 Predict = Callable[[StudentArch], float]
@@ -233,9 +246,16 @@ def run_episodes(
     latency_ms: Predict,
     teacher_latency_ms: float,
 ) -> list[Candidate]:
-    """All episodes (continuing a partial run): select, proxy-distil, reward, learn."""
+    """All episodes (continuing a partial run): select, proxy-distil, reward, learn.
+
+    Pools hold only architectures predicted within the loosest budget: a proxy distillation
+    of a student no budget can use would only teach the controller what it never recommends.
+    """
     import torch
 
+    ceiling = loosest_budget_ms(settings, teacher_latency_ms)
+    fits = functools.cache(lambda arch: latency_ms(arch) <= ceiling)
+    _say_fitting(settings.space, fits, ceiling)
     candidates = read_candidates(output / CANDIDATES_FILE)
     controller = make_controller(settings.controller, settings.space, settings.seed)
     start = _restore_controller(output, controller, candidates)
@@ -246,7 +266,7 @@ def run_episodes(
         for episode in range(start, settings.episodes):
             rng = episode_rng(settings.seed, episode)
             seen = {c.arch for c in candidates if c.episode < episode}
-            pool = sample_pool(settings.space, settings.pool, rng, seen)
+            pool = sample_pool(settings.space, settings.pool, rng, seen, fits)
             chosen = controller.select(pool, settings.candidates, episode, rng)
             done_here = {c.arch: c for c in candidates if c.episode == episode}
             pending = [arch for arch in chosen if arch not in done_here]
@@ -276,6 +296,18 @@ def run_episodes(
             controller.observe(observed)
             _save_controller(output, controller, episode + 1)
     return candidates
+
+
+def _say_fitting(space: SearchSpace, fits: Callable[[StudentArch], bool], ceiling: float) -> None:
+    architectures = list(space.architectures())
+    fitting = sum(map(fits, architectures))
+    if fitting:
+        info(
+            f"search: {fitting} of {len(architectures)} architectures are predicted within the "
+            f"loosest budget ({ceiling:.2f} ms); candidates come from those"
+        )
+    else:
+        warn(f"no architecture of the space is predicted within {ceiling:.2f} ms: searching all")
 
 
 def _candidate(
@@ -322,7 +354,7 @@ def warn_loose_budgets(budgets_ms: tuple[float, ...], teacher_ms: float) -> None
 def budgets(settings: SearchSettings, teacher_latency_ms: float) -> list[tuple[str, float]]:
     if settings.budgets_ms:
         return [(f"{ms:g}ms", ms) for ms in settings.budgets_ms]
-    return [(f"{s:g}x", teacher_latency_ms / s) for s in DEFAULT_SPEEDUPS]
+    return [(f"{s:g}x", teacher_latency_ms / s) for s in settings.speedups]
 
 
 def recommend(
