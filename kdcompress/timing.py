@@ -12,13 +12,11 @@ and repeated, or flagged -- not recorded as if it were quiet.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -66,7 +64,7 @@ def time_callable(
     """
     if runs < 1 or warmup < 0:
         raise ValueError("runs must be >= 1 and warmup >= 0")
-    probe = probe or SpeedProbe(threads=threads)
+    probe = probe or SpeedProbe()
     for _ in range(warmup):
         fn()
     before = probe.measure()
@@ -92,33 +90,21 @@ def time_callable(
 class SpeedProbe:
     """The machine's current speed: a fixed small matrix-product loop, timed.
 
-    With one thread: 48 x 48 float32 products, which stay on one thread (OpenBLAS threads only
-    larger products, and a BLAS pool spinning after the probe would steal cycles from the model
-    timed next) and in the L1 cache, so the kernel's time moves with the clock, steal time and
-    a busy sibling core -- not with memory. With more threads the kernel is a 256 x 256 product
-    in ONNX Runtime's own thread pool with that many threads, the way a model's operators run:
-    a model on two virtual CPUs slows down when either of them does (a hyperthread sibling or a
-    host core shared with another machine), which a one-thread kernel running on the other CPU
-    never sees -- on a 2-vCPU cloud machine a 2-thread model was seen flipping between 5 and
-    9.5 ms within seconds while one-thread kernels pinned to each vCPU in turn held within 10%.
-    A probe is the median of ``repeats`` loops (a few ms in all); ``baseline_ms`` is the
-    fastest probe so far. ``kernel`` replaces the timed loop (a test's fake timings).
+    48 x 48 float32 products stay on one thread (OpenBLAS threads only larger products, and a
+    BLAS pool spinning after the probe would steal cycles from the model timed next) and in the
+    L1 cache, so the kernel's time moves with the clock, steal time and a busy sibling core --
+    not with memory. A probe is the median of ``repeats`` loops of ``loops`` products (about
+    4 ms in all on a recent x86 core); ``baseline_ms`` is the fastest probe so far.
+    ``kernel`` replaces the timed loop (a test's fake timings).
     """
 
     def __init__(
-        self,
-        *,
-        threads: int = 1,
-        loops: int = 200,
-        repeats: int = 5,
-        kernel: Callable[[], float] | None = None,
+        self, *, loops: int = 200, repeats: int = 5, kernel: Callable[[], float] | None = None
     ) -> None:
         rng = np.random.default_rng(0)
         self._a = rng.standard_normal((48, 48), dtype=np.float32)
         self._loops, self._repeats = loops, repeats
-        if kernel is None:
-            kernel = self._timed_loop if threads <= 1 else _parallel_kernel(threads, loops // 20)
-        self._kernel = kernel
+        self._kernel = kernel or self._timed_loop
         self.baseline_ms: float | None = None
 
     def _timed_loop(self) -> float:
@@ -133,48 +119,6 @@ class SpeedProbe:
         ms = float(np.median([self._kernel() for _ in range(self._repeats)]))
         self.baseline_ms = ms if self.baseline_ms is None else min(self.baseline_ms, ms)
         return ms
-
-
-def _parallel_kernel(threads: int, loops: int) -> Callable[[], float]:
-    """``loops`` runs of a 256 x 256 float32 product in an ONNX Runtime session of ``threads``
-    intra-op threads, timed (ms)."""
-    session, feed = _product_session(threads)
-
-    def timed() -> float:
-        start = time.perf_counter_ns()
-        for _ in range(max(1, loops)):
-            session.run(None, feed)
-        return (time.perf_counter_ns() - start) / 1e6
-
-    return timed
-
-
-@functools.cache
-def _product_session(threads: int) -> tuple[Any, dict[str, np.ndarray]]:
-    """One session per thread count and process: built in memory, a few ms."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    size = 256
-    weight = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "reference-kernel",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # readable by every ONNX Runtime the project supports
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # No spinning after a run: an idle pool must not take cycles from the model timed next.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    return session, {"x": weight}
 
 
 @dataclass(frozen=True)

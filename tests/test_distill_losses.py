@@ -16,6 +16,8 @@ from kdcompress.kd.losses import (
     pooled_mse,
     relation_heads_for,
     relation_kl,
+    whitened_mse,
+    whitening,
 )
 
 # One sentence of two real tokens and one padding token whose values must never count.
@@ -127,3 +129,23 @@ def test_split_batch_with_global_counts_sums_to_the_whole_batch_loss() -> None:
     split_rel = relation_kl(student[:2], teacher[:2], mask[:2], heads=2, tokens=tokens)
     split_rel = split_rel + relation_kl(student[2:], teacher[2:], mask[2:], heads=2, tokens=tokens)
     assert split_rel.item() == pytest.approx(whole_rel.item())
+
+
+def test_whitened_mse_counts_a_quiet_direction_like_a_loud_one() -> None:
+    torch.manual_seed(0)
+    # teacher embeddings: one loud direction (std 10) and one quiet one (std 0.1)
+    targets = torch.randn(4000, 2) * torch.tensor([10.0, 0.1])
+    whiten = whitening(targets, floor=1e-6)
+    white = (targets - targets.mean(dim=0)) @ whiten
+    assert torch.allclose(white.T @ white / (len(white) - 1), torch.eye(2), atol=1e-3)
+    teacher = targets[:8]
+    loud_miss = teacher + torch.tensor([0.1, 0.0])  # 1% of the loud spread
+    quiet_miss = teacher + torch.tensor([0.0, 0.1])  # all of the quiet spread
+    assert float(pooled_mse(loud_miss, teacher)) == pytest.approx(
+        float(pooled_mse(quiet_miss, teacher)), rel=1e-4
+    )
+    assert whitened_mse(quiet_miss, teacher, whiten) == pytest.approx(0.5, rel=0.05)
+    assert whitened_mse(loud_miss, teacher, whiten) == pytest.approx(0.5e-4, rel=0.05)
+    # the floor keeps a direction of noise from being blown up
+    floored = whitening(targets, floor=0.1)
+    assert whitened_mse(quiet_miss, teacher, floored) < 0.5

@@ -158,7 +158,7 @@ def compare_latency(
     machine's load, not the company. ``benchmarks/latency_trust.py isolation`` repeats the
     check on a quiet machine.
     """
-    probe = SpeedProbe(threads=max(model.threads for model in models.values()))
+    probe = SpeedProbe()
     per_model: dict[str, list[LatencyStats]] = {name: [] for name in models}
     for round_ in range(rounds):
         for name in round_order(list(models), round_):
@@ -186,7 +186,7 @@ def benchmark_stable(
 
     ``patience_s`` is waited before each retry, giving a burst of foreign load time to pass.
     """
-    probe = probe or SpeedProbe(threads=model.threads)
+    probe = probe or SpeedProbe()
     attempts = [benchmark(model, batch, warmup=warmup, runs=runs, probe=probe)]
     while len(attempts) <= max_retries and (
         attempts[-1].disturbed or attempts[-1].spread > max_spread

@@ -83,6 +83,14 @@ def distill(
             min=0.0, help="Weight of an in-batch contrastive term (cross-lingual targets)."
         ),
     ] = 0.0,
+    whiten_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Weight of an MSE in the teacher's whitened embedding space, where every "
+            "principal direction counts alike (the plain MSE and cosine follow the loudest).",
+        ),
+    ] = 0.0,
     passages: Annotated[
         float,
         typer.Option(
@@ -172,6 +180,7 @@ def distill(
         loss=parse_loss(loss),
         targets=parse_targets(targets) if targets is not None else None,
         contrastive_weight=contrastive_weight,
+        whiten_weight=whiten_weight,
         passages=passages,
         general=general,
         words=words,

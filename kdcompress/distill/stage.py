@@ -186,6 +186,7 @@ class DistillJob:
     loss: LossKind = LossKind.POOLED
     targets: Targets | None = None  # default: cross-lingual on the Bible, own with corpus_file
     contrastive_weight: float = 0.0
+    whiten_weight: float = 0.0
     passages: float = 0.0  # share of multi-verse passages (cross-lingual targets)
     general: float = 0.0  # share of general-domain sentences (cross-lingual targets)
     words: float = 0.0  # share of single words of the teacher's vocabulary (cross-lingual)
@@ -205,6 +206,7 @@ class DistillJob:
             raise UsageError(f"--lr {self.lr:g}: must be a number above 0")
         for option, value in (
             ("--contrastive-weight", self.contrastive_weight),
+            ("--whiten-weight", self.whiten_weight),
             ("--dropout", self.dropout),
         ):
             if not (math.isfinite(value) and value >= 0):
@@ -329,6 +331,7 @@ def _distill(run: _RunFacts, checkpoints: Path) -> DistillOutcome:
         loss=job.loss,
         translations=run.corpus.translations,
         contrastive_weight=job.contrastive_weight,
+        whiten_weight=job.whiten_weight,
         trim_vocab=job.trim_vocab,
         dropout=job.dropout,
         log_every=job.log_every,

@@ -53,6 +53,34 @@ def cosine_distance(student: Tensor, teacher: Tensor, *, sentences: Count = None
     return (1.0 - cosine).sum() / _count(sentences, float(student.shape[0]))
 
 
+def whitening(targets: Tensor, *, floor: float = 1e-2) -> Tensor:
+    """The ``(features, features)`` map that whitens the teacher's sentence embeddings:
+    ``(x - y) @ W`` measures a difference in units of each principal direction's spread.
+
+    Variances below ``floor`` times their mean are raised to it, so directions that are noise
+    in the teacher's embeddings are not blown up.
+    """
+    centred = targets.to(torch.float64) - targets.to(torch.float64).mean(dim=0)
+    covariance = centred.T @ centred / max(1, len(targets) - 1)
+    variances, directions = torch.linalg.eigh(covariance)
+    variances = variances.clamp_min(floor * float(variances.mean()))
+    return (directions / variances.sqrt()).to(targets.dtype)
+
+
+def whitened_mse(
+    student: Tensor, teacher: Tensor, whiten: Tensor, *, sentences: Count = None
+) -> Tensor:
+    """Mean squared error per feature of sentence embeddings in the teacher's whitened space.
+
+    The plain MSE is dominated by the few directions along which the teacher's embeddings vary
+    most, which is what cosine similarity and retrieval compare; a linear classifier on
+    standardised features reads the quiet directions too. Here every direction counts alike:
+    predicting the teacher's mean scores about 1, a perfect copy 0.
+    """
+    squared = (((student - teacher) @ whiten) ** 2).sum()
+    return squared / (_count(sentences, float(student.shape[0])) * student.shape[-1])
+
+
 def contrastive_loss(
     queries: Tensor,
     keys: Tensor,

@@ -6,6 +6,8 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from kdcompress.kd.losses import (
@@ -14,6 +16,8 @@ from kdcompress.kd.losses import (
     cosine_distance,
     normalised_hidden_loss,
     pooled_mse,
+    whitened_mse,
+    whitening,
 )
 from kdcompress.kd.mapping import (
     HiddenProjection,
@@ -50,6 +54,11 @@ class KDModule(nn.Module):
             {p.teacher: cache.variance(p.teacher) for p in pairs} if self.hidden else {}
         )
         self.pooled_variance = cache.meta.pooled_variance
+        whiten = None
+        if settings.whiten_weight > 0:
+            whiten = whitening(torch.from_numpy(np.asarray(cache.pooled, dtype=np.float32)))
+        # A buffer: it moves with the module and is not trained (nor saved: it is recomputed).
+        self.register_buffer("whiten", whiten, persistent=False)
         self.pooling = cache.meta.pooling
         # The deployed model's embedding is the student's own pooled output: it learns the
         # teacher's directly where the widths agree, through the projection where they do not.
@@ -78,7 +87,11 @@ class KDModule(nn.Module):
         """Cosine + normalised MSE of sentence embeddings against their teacher targets."""
         mse = pooled_mse(student, teacher, sentences=sentences) / self.pooled_variance
         cosine = cosine_distance(student, teacher, sentences=sentences)
-        return self.settings.pooled_weight * mse + self.settings.cosine_weight * cosine
+        total = self.settings.pooled_weight * mse + self.settings.cosine_weight * cosine
+        if isinstance(self.whiten, Tensor):
+            white = whitened_mse(student, teacher, self.whiten, sentences=sentences)
+            total = total + self.settings.whiten_weight * white
+        return total
 
     def forward(
         self,

@@ -72,6 +72,7 @@ class DistillSettings:
     pooled_weight: float = 1.0  # normalised MSE of the sentence embedding
     cosine_weight: float = 1.0  # 1 - cosine of the sentence embedding
     contrastive_weight: float = 0.0  # in-batch InfoNCE of translations vs sources' targets
+    whiten_weight: float = 0.0  # normalised MSE in the teacher's whitened embedding space
     temperature: float = 0.05
     relation_weight: float = 1.0
     relation_heads: int = 12
@@ -92,7 +93,7 @@ class DistillSettings:
             raise UsageError(f"learning rate must be > 0, got {self.lr}")
         if self.batch_size < world:
             raise UsageError(f"batch size {self.batch_size} is smaller than {world} processes")
-        for name in ("pooled_weight", "cosine_weight", "contrastive_weight"):
+        for name in ("pooled_weight", "cosine_weight", "contrastive_weight", "whiten_weight"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name.replace('_', ' ')} must be >= 0")
         if self.temperature <= 0:
