@@ -60,7 +60,7 @@ class BudgetPlan:
 
 
 PLANS = {
-    # About 15 minutes on 2 cores: a real but small run of every stage. With cross-lingual
+    # About 15-20 minutes on 2 cores: a real but small run of every stage. With cross-lingual
     # targets a step reads 32 verses and 32 translations; 3,000 verses give each 3 pairings.
     Budget.QUICK: BudgetPlan(3, 3, 128, 30, 3_000, 300, quick_eval=True),
     Budget.STANDARD: BudgetPlan(8, 6, 256, 60, 15_000, 2_000, quick_eval=False),

@@ -22,7 +22,7 @@ def run(
         str, typer.Option(help="Deployment runtime: onnxruntime or openvino.")
     ] = "onnxruntime",
     budget: Annotated[
-        str, typer.Option(help="quick (10-15 min on 2 cores), standard or full (hours).")
+        str, typer.Option(help="quick (15-20 min on 2 cores), standard or full (hours).")
     ] = "quick",
     quantize: Annotated[
         str,
