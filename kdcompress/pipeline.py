@@ -201,7 +201,7 @@ def search_stage(
         proxy=ProxySettings(sentences=plan.proxy_sentences, steps=plan.proxy_steps),
         space=space,
         # Only the target and tighter budgets: no candidate is spent on a slower student.
-        speedups=tuple(s for s in DEFAULT_SPEEDUPS if s >= plan.target_speedup),
+        speedups=(plan.target_speedup, *(s for s in DEFAULT_SPEEDUPS if s > plan.target_speedup)),
     )
     resume = (out / SETTINGS_FILE).is_file()
     run_search(settings=settings, output=out, resume=resume, resolved_teacher=teacher)
