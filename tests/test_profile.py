@@ -82,6 +82,25 @@ def test_fit_recovers_a_known_additive_model() -> None:
         assert predicted == pytest.approx(timing.latency.p50_ms, rel=1e-6)
 
 
+def test_no_prediction_falls_below_the_fastest_measured_share_of_its_blocks() -> None:
+    """A line fitted with a negative constant runs below zero for small shapes (a quick
+    profile of a base-sized teacher did so for its smallest students)."""
+    truth = {"overhead": 0.3, "embedding": 1.2, "attention": 1.1, "ffn": 0.9, "layers": -0.02}
+    table, models = synthetic_profile(truth)
+    fit = fit_latency_model(table, models)
+    negative = dataclasses.replace(fit, coefficients=(-50.0, *fit.coefficients[1:]))
+    small = models[0].arch
+    line = table.features(small, 128, 1) @ (np.array(negative.coefficients) / negative.scale)
+    assert line < 0
+    floored = LatencyModel(table, negative, models).predict_ms(small, seq_len=128)
+    blocks = float(table.features(small, 128, 1)[1:4].sum())
+    ratios = [m.latency.p50_ms / float(table.features(m.arch, 128, 1)[1:4].sum()) for m in models]
+    assert floored == pytest.approx(min(ratios) * blocks)
+    # where the line is above the floor, it is the prediction
+    model = LatencyModel(table, fit, models)
+    assert model.predict_ms(small, seq_len=128) == pytest.approx(models[0].latency.p50_ms)
+
+
 def test_prediction_outside_the_grid_is_a_clear_error() -> None:
     table, models = synthetic_profile(
         {"overhead": 0, "embedding": 1, "attention": 1, "ffn": 1, "layers": 0}

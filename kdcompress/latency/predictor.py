@@ -12,6 +12,8 @@ architectures it never saw.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from kdcompress.artifacts import StudentArch
@@ -84,15 +86,28 @@ def fit_latency_model(table: BlockTable, models: list[ModelTiming]) -> LatencyFi
 
 
 class LatencyModel:
-    """Predicts whole-encoder latency (ms) for an architecture from a hardware profile."""
+    """Predicts whole-encoder latency (ms) for an architecture from a hardware profile.
 
-    def __init__(self, table: BlockTable, fit: LatencyFit) -> None:
+    The fitted line's constant and per-layer terms may be negative, so for shapes smaller than
+    any it was fitted on it can run towards zero and below: no encoder is predicted faster,
+    relative to the sum of its blocks, than the fastest of ``fitted`` (the whole encoders the
+    line was fitted on) was measured to be.
+    """
+
+    def __init__(
+        self, table: BlockTable, fit: LatencyFit, fitted: Sequence[ModelTiming] = ()
+    ) -> None:
         if fit.features != FEATURES:
             raise ArtifactError(
                 f"profile latency model uses features {fit.features}, expected {FEATURES}"
             )
         self._table = table
         self._weights = np.array(fit.coefficients) / np.array(fit.scale)
+        ratios = [
+            m.latency.p50_ms / self._blocks_ms(m.arch, m.seq_len, m.batch)
+            for m in best_rounds(list(fitted))
+        ]
+        self._floor = min(ratios, default=0.0)
 
     @classmethod
     def from_profile(cls, profile: HardwareProfile) -> LatencyModel:
@@ -100,10 +115,16 @@ class LatencyModel:
             raise ArtifactError(
                 f"profile '{profile.name}' is incomplete: it has no fitted latency model"
             )
-        return cls(BlockTable(profile.blocks), profile.fit)
+        fitted = [m for m in profile.models if m.role == "fit"]
+        return cls(BlockTable(profile.blocks), profile.fit, fitted)
+
+    def _blocks_ms(self, arch: StudentArch, seq_len: int, batch: int) -> float:
+        """The architecture's blocks timed one by one, summed."""
+        return float(self._table.features(arch, seq_len, batch)[1:4].sum())
 
     def predict_ms(self, arch: StudentArch, *, seq_len: int, batch: int = 1) -> float:
-        return float(self._table.features(arch, seq_len, batch) @ self._weights)
+        line = float(self._table.features(arch, seq_len, batch) @ self._weights)
+        return max(line, self._floor * self._blocks_ms(arch, seq_len, batch))
 
 
 def percentage_errors(model: LatencyModel, timings: list[ModelTiming]) -> np.ndarray:

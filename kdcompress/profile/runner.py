@@ -214,7 +214,7 @@ def _finish(
     fit = fit_latency_model(table, fit_set)
     error = None
     if heldout:
-        error = evaluate(LatencyModel(table, fit), fit_set, heldout)
+        error = evaluate(LatencyModel(table, fit, fit_set), fit_set, heldout)
         error = dataclasses.replace(error, disturbed_excluded=disturbed)
     spreads = [b.latency.spread for b in blocks] + [m.latency.spread for m in models]
     return HardwareProfile(
