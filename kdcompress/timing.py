@@ -188,4 +188,10 @@ def cpu_shares(
     capacity = wall * cpus
     foreign_cpu = (end[1].busy_s - start[1].busy_s) - (end[2] - start[2])
     steal = end[1].steal_s - start[1].steal_s
-    return max(0.0, foreign_cpu / capacity), max(0.0, steal / capacity)
+    # Tick-resolution counters and this process's own clock can overshoot by a tick: a share
+    # is kept within [0, 1].
+    return _share(foreign_cpu / capacity), _share(steal / capacity)
+
+
+def _share(value: float) -> float:
+    return min(1.0, max(0.0, value))

@@ -18,7 +18,7 @@ from kdcompress.artifacts import DistillResult, LossPoint, StudentArch
 from kdcompress.cli import app
 from kdcompress.distill import checkpoint_dir_for
 from kdcompress.errors import KDCompressError
-from kdcompress.kd import LossKind, TeacherCache, distill_student
+from kdcompress.kd import Diverged, LossKind, TeacherCache, distill_student
 from kdcompress.kd.loop import BatchPlan
 from kdcompress.kd.student import InitMode
 
@@ -117,6 +117,13 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(
     assert resumed.hidden_loss == pytest.approx(full.hidden_loss, rel=1e-6)
     for name, value in full.student.state_dict().items():
         assert torch.allclose(resumed.student.state_dict()[name], value, atol=1e-6)
+
+
+def test_a_diverging_distillation_stops_with_a_one_line_error(tiny_bert: Path) -> None:
+    # Weights of 1e30 after the first update overflow the next forward pass to inf and NaN.
+    expected = r"diverged at step \d+ \(loss (nan|inf)\) at --lr 1e\+30: nothing was written"
+    with pytest.raises(Diverged, match=expected):
+        _run(tiny_bert, lr=1e30, steps=6)
 
 
 def test_one_cache_serves_students_of_any_depth(tiny_bert: Path, tmp_path: Path) -> None:

@@ -249,6 +249,16 @@ def test_search_end_to_end_on_a_tiny_teacher(
     assert (tmp_path / "run" / runner.PLOT_FILE).stat().st_size > 1000
 
 
+def test_a_candidate_whose_distillation_diverges_scores_worst_and_the_search_goes_on(
+    tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = tiny_search(tiny_xlmr, tmp_path, monkeypatch)
+    s = dataclasses.replace(s, proxy=dataclasses.replace(s.proxy, lr=1e30))
+    result = runner.run_search(settings=s, output=tmp_path / "run")
+    assert len(result.ranked) == 6
+    assert {c.proxy_loss for c in result.ranked} == {1.0}
+
+
 def test_ray_executor_gives_the_local_result(
     tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

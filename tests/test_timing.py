@@ -113,6 +113,8 @@ def test_cpu_shares_separate_other_processes_from_steal() -> None:
     foreign, steal = cpu_shares(start, end, cpus=2)
     assert foreign == pytest.approx(0.2) and steal == pytest.approx(0.15)
     assert cpu_shares(start, (10.01, end[1], end[2]), cpus=2) == (None, None)  # too short
+    overshoot = (11.0, CpuTimes(busy_s=102.1, steal_s=5.0), 1.0)  # a tick more than 2 CPUs
+    assert cpu_shares(start, overshoot, cpus=2) == (1.0, 0.0)
 
 
 def _stats(**fields: object) -> LatencyStats:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from kdcompress.artifacts import DistillResult, StudentArch, VocabTrimStats
-from kdcompress.errors import KDCompressError, UsageError
+from kdcompress.errors import UsageError
 from kdcompress.kd.distributed import DistEnv, agree, dist_env, process_group
-from kdcompress.kd.loop import distill_student, teacher_layers_for
+from kdcompress.kd.loop import Diverged, distill_student, teacher_layers_for
 from kdcompress.kd.parallel import Translations
 from kdcompress.kd.settings import (
     DEFAULT_LR,
@@ -259,23 +259,18 @@ def run_distill(job: DistillJob, *, teacher: ResolvedModel) -> DistillResult | N
             show_progress=env.is_main,
         )
         run = _RunFacts(job, teacher, corpus, cache, time.perf_counter() - started)
-        outcome = _distill(run, checkpoints)
-        _refuse_diverged(outcome, job.lr, checkpoints, env)
+        try:
+            outcome = _distill(run, checkpoints)
+            if not math.isfinite(outcome.pooled_loss):
+                raise Diverged("by its end", outcome.pooled_loss, job.lr)
+        except Diverged:
+            if env.local_rank == 0:  # NaN weights: no student to write or resume
+                shutil.rmtree(checkpoints, ignore_errors=True)
+            raise
         result = agree(env, lambda: _write_output(outcome, run))
         if env.local_rank == 0:  # every node removes its own teacher cache (and rank 0 the rest)
             shutil.rmtree(checkpoints, ignore_errors=True)
         return result if env.is_main else None
-
-
-def _refuse_diverged(outcome: DistillOutcome, lr: float, checkpoints: Path, env: DistEnv) -> None:
-    if math.isfinite(outcome.pooled_loss):
-        return
-    if env.local_rank == 0:  # NaN weights: no student to write or resume
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    raise KDCompressError(
-        f"the distillation diverged (final loss {outcome.pooled_loss}) at --lr "
-        f"{lr:g}: nothing was written; try a lower --lr"
-    )
 
 
 def _check_max_length(max_length: int, teacher_dir: Path) -> None:

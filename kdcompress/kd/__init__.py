@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
-from kdcompress.kd.loop import distill_student, teacher_layers_for
+from kdcompress.kd.loop import Diverged, distill_student, teacher_layers_for
 from kdcompress.kd.settings import DistillOutcome, DistillSettings, LossKind, Targets
 from kdcompress.kd.teacher_cache import TeacherCache, corpus_hash
 
 __all__ = [
     "DistillOutcome",
     "DistillSettings",
+    "Diverged",
     "LossKind",
     "Targets",
     "TeacherCache",

@@ -14,6 +14,7 @@ floating-point summation order. Only rank 0 writes checkpoints and outputs or pr
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +32,7 @@ from kdcompress.artifacts import (
     StudentArch,
 )
 from kdcompress.console import info, progress
-from kdcompress.errors import UsageError
+from kdcompress.errors import KDCompressError, UsageError
 from kdcompress.kd.checkpoint import State, load_checkpoint, restore, run_identity, save_checkpoint
 from kdcompress.kd.distributed import (
     DistEnv,
@@ -141,6 +142,16 @@ def _counts(batch: TeacherBatch, device: torch.device) -> tuple[Tensor, Tensor]:
     )
     total = all_reduce(local)
     return total[0].float(), total[1].float()
+
+
+class Diverged(KDCompressError):
+    """The loss stopped being a number: every later step would only train on NaN."""
+
+    def __init__(self, when: str, loss: float, lr: float) -> None:
+        super().__init__(
+            f"the distillation diverged {when} (loss {loss}) at --lr {lr:g}: nothing was "
+            "written; try a lower --lr"
+        )
 
 
 def _detach_terms(terms: dict[str, Tensor]) -> dict[str, float]:
@@ -427,6 +438,8 @@ class _Loop:
             for step in range(state.step + 1, self.settings.steps + 1):
                 started = time.perf_counter()
                 terms = self._one_step(model, optimizer, scheduler, step)
+                if not math.isfinite(terms["loss"]):
+                    raise Diverged(f"at step {step}", terms["loss"], self.settings.lr)
                 state.train_s += time.perf_counter() - started
                 state.step = step
                 state.sentences += len(self.plan.batch(step - 1))

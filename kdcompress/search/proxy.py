@@ -101,23 +101,27 @@ class ProxyEvaluator:
         )
 
     def proxy_loss(self, arch: StudentArch) -> float:
-        """``1 -`` the candidate's retrieval top-1 after its proxy distillation."""
-        from kdcompress.kd import LossKind, distill_student
+        """``1 -`` the candidate's retrieval top-1 after its proxy distillation; 1 (retrieves
+        nothing) for a candidate whose distillation diverged, which must not stop the search."""
+        from kdcompress.kd import Diverged, LossKind, distill_student
 
-        outcome = distill_student(
-            teacher_dir=self.teacher_dir,
-            arch=arch,
-            sentences=self.data.sources,
-            steps=self.settings.steps,
-            batch_size=self.settings.batch_size,
-            lr=self.settings.lr,
-            seed=self.seed,
-            max_length=self.settings.max_length,
-            cache=self.cache,
-            loss=LossKind.POOLED,
-            translations=self.translations,
-            eval_sentences=min(64, len(self.data.sources)),
-        )
+        try:
+            outcome = distill_student(
+                teacher_dir=self.teacher_dir,
+                arch=arch,
+                sentences=self.data.sources,
+                steps=self.settings.steps,
+                batch_size=self.settings.batch_size,
+                lr=self.settings.lr,
+                seed=self.seed,
+                max_length=self.settings.max_length,
+                cache=self.cache,
+                loss=LossKind.POOLED,
+                translations=self.translations,
+                eval_sentences=min(64, len(self.data.sources)),
+            )
+        except Diverged:
+            return 1.0
         return 1.0 - self.retrieval(outcome.student)
 
     def retrieval(self, model: Any) -> float:
