@@ -52,6 +52,23 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
     assert "Example:" in result.stdout
 
 
+def test_help_paragraphs_fill_the_terminal_width() -> None:
+    # The docstring's paragraph spans several source lines; on 80 columns it must wrap at the
+    # terminal's width, not keep the source's line breaks (a ragged right margin).
+    env = {**os.environ, "COLUMNS": "80"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kdcompress", "eval", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Identical for"))
+    paragraph = lines[start : lines.index("", start)]
+    assert len(paragraph) >= 3 and all(len(line) >= 60 for line in paragraph[:-1])
+
+
 def test_version() -> None:
     from kdcompress import __version__
 

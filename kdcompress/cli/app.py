@@ -23,6 +23,10 @@ class _Commands(TyperGroup):
     box of five lines, become one line as well.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _reflow_help(self)
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -32,6 +36,21 @@ class _Commands(TyperGroup):
             raise  # a command group called bare: its help
         except TyperException as exc:  # a command's options rejected by Click: not a box
             raise _one_line(exc) from None
+
+
+def _reflow_help(group: Any) -> None:
+    """Join the lines of each paragraph of every (sub)command's docstring help.
+
+    In Rich markup mode Typer keeps a docstring's line breaks, so a docstring wrapped for the
+    source file came out as a ragged right margin on an 80-column terminal; Rich wraps a
+    paragraph that is one line to the terminal's width.
+    """
+    for command in group.commands.values():
+        if command.help:
+            paragraphs = command.help.split("\n\n")
+            command.help = "\n\n".join(" ".join(p.split("\n")) for p in paragraphs)
+        if hasattr(command, "commands"):
+            _reflow_help(command)
 
 
 def _one_line(exc: TyperException) -> KDCompressError:
