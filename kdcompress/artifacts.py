@@ -577,6 +577,7 @@ class DistillResult(Artifact):
     passages: float = 0.0  # share of multi-verse passages among the training items
     general: float = 0.0  # share of general-domain sentences (news, speeches) among them
     words: float = 0.0  # share of single words of the teacher's vocabulary among them
+    domain_text: str = ""  # the file the general share came from ("": news and speeches)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Text beyond the Bible: general-domain sentences and the teacher's own vocabulary.
 
-General-domain sentences: modern news and parliament speeches (en, de, es, nl).
+General-domain sentences: modern news and parliament speeches (en, de, es, nl), or the user's
+own unlabelled text of the deployment's domain (``distill --domain-text``).
 
 The Bible teaches a student every language it covers, but in an archaic register and about a
 narrow world; reviews, news or support tickets use words and constructions it never shows.
@@ -55,9 +56,23 @@ def general_sentences(languages: Sequence[str], *, seed: int, limit: int) -> lis
         if language in languages:
             for line in (folder / general_file(language)).read_text(encoding="utf-8").splitlines():
                 sentences += split_sentences(line)
-    sentences = list(dict.fromkeys(sentences))
-    random.Random(f"{seed}:general").shuffle(sentences)
-    return sentences[:limit]
+    return _seeded(sentences, seed=seed, limit=limit)
+
+
+def domain_sentences(path: Path, *, seed: int, limit: int) -> list[str]:
+    """Up to ``limit`` sentences of the user's text file (one sentence or document a line),
+    in a seeded order; lines that split into no usable sentence are taken whole."""
+    from kdcompress.textfile import read_text_lines
+
+    sentences = [s for line in read_text_lines(path) for s in split_sentences(line) or [line]]
+    return _seeded(sentences, seed=seed, limit=limit)
+
+
+def _seeded(sentences: list[str], *, seed: int, limit: int) -> list[str]:
+    """Distinct ``sentences`` in a seeded order, the first ``limit`` of them."""
+    distinct = list(dict.fromkeys(sentences))
+    random.Random(f"{seed}:general").shuffle(distinct)
+    return distinct[:limit]
 
 
 # Where a tokenizer marks the first piece of a word: SentencePiece (XLM-R, T5) and byte-level

@@ -249,6 +249,12 @@ def test_cli_refuses_bad_inputs(
     assert "--overwrite" in _error(_cli(*base, *existing))
     too_deep = '{"layers":3,"hidden":16,"heads":2,"ffn":32}'
     assert "teacher only 2" in _error(_cli(*base, *out, "--arch-json", too_deep))
+    binary = tmp_path / "domain.bin"
+    binary.write_bytes(b"reviews\0\1")
+    domain = ["--arch-json", ARCH_JSON, "--domain-text", str(binary)]
+    assert "a binary file, not text" in _error(_cli(*base, *out, *domain))
+    text = ["--arch-json", ARCH_JSON, "--domain-text", str(corpus_file)]
+    assert "need cross-lingual targets" in _error(_cli(*base, *out, *text))  # with --corpus
 
 
 def test_cli_reads_a_search_result_and_needs_resume_for_leftover_checkpoints(

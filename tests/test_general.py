@@ -67,6 +67,29 @@ def test_general_and_words_shares_are_each_of_the_whole(monkeypatch: pytest.Monk
     assert extra.count("news") == 20 and extra.count("w") == 30  # of 100 items in all
 
 
+def test_domain_text_fills_the_general_share_from_the_users_file(tmp_path: Path) -> None:
+    text = tmp_path / "reviews.txt"
+    reviews = [
+        "A slow and boring film from start to end. "
+        "The plot made no sense at all and the acting was wooden.",
+        "great",  # too short to split: taken whole
+        "One of the best movies of the year, with a cast that carries every single scene.",
+    ]
+    text.write_text("\n".join(reviews) + "\n", encoding="utf-8")
+    job = DistillJob(arch=ARCH, output=Path("unused"), steps=1, general=0.5, domain_file=text)
+    extra = stage._beyond_the_bible(job, 4, ("de",), Path("unused"))
+    assert sorted(extra) == sorted(
+        [
+            "A slow and boring film from start to end.",
+            "The plot made no sense at all and the acting was wooden.",
+            "great",
+            "One of the best movies of the year, with a cast that carries every single scene.",
+        ]
+    )  # 4 verses and a share of 0.5: up to 4 domain sentences
+    with pytest.raises(UsageError, match="--domain-text needs a --general share"):
+        DistillJob(arch=ARCH, output=Path("unused"), steps=1, domain_file=text)
+
+
 def test_general_and_words_must_leave_the_bible_a_tenth() -> None:
     with pytest.raises(UsageError, match=r"keep their sum under 0\.9"):
         DistillJob(arch=ARCH, output=Path("unused"), steps=1, general=0.5, words=0.4)

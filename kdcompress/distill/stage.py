@@ -121,13 +121,15 @@ def _beyond_the_bible(
     job: DistillJob, verses: int, languages: Sequence[str], teacher_dir: Path
 ) -> list[str]:
     """General-domain sentences and vocabulary words making up their shares of all items."""
-    from kdcompress.general import general_sentences, vocabulary_words
+    from kdcompress.general import domain_sentences, general_sentences, vocabulary_words
 
     def count(share: float) -> int:
         return round(verses * share / (1.0 - job.general - job.words))
 
     extra = []
-    if job.general:
+    if job.general and job.domain_file is not None:
+        extra += domain_sentences(job.domain_file, seed=job.seed, limit=count(job.general))
+    elif job.general:
         languages = (SOURCE_LANGUAGE, *languages)
         extra += general_sentences(languages, seed=job.seed, limit=count(job.general))
     if job.words:
@@ -189,6 +191,7 @@ class DistillJob:
     whiten_weight: float = 0.0
     passages: float = 0.0  # share of multi-verse passages (cross-lingual targets)
     general: float = 0.0  # share of general-domain sentences (cross-lingual targets)
+    domain_file: Path | None = None  # the general share's text instead of news and speeches
     words: float = 0.0  # share of single words of the teacher's vocabulary (cross-lingual)
     init: InitMode = InitMode.TEACHER
     trim_vocab: bool = False
@@ -211,6 +214,8 @@ class DistillJob:
         ):
             if not (math.isfinite(value) and value >= 0):
                 raise UsageError(f"{option} {value:g}: must be a number, at least 0")
+        if self.domain_file is not None and not self.general:
+            raise UsageError("--domain-text needs a --general share above 0 (default 0.2)")
         if self.general + self.words >= 0.9:
             raise UsageError(
                 f"--general {self.general:g} and --words {self.words:g} leave the Bible under "
@@ -293,7 +298,8 @@ def _corpus(job: DistillJob, teacher_dir: Path) -> _Corpus:
     if targets is not Targets.CROSS_LINGUAL:
         if job.passages or job.general or job.words:
             raise UsageError(
-                "--passages, --general and --words need cross-lingual targets on the Bible"
+                "--passages, --general, --domain-text and --words need cross-lingual targets "
+                "on the Bible"
             )
         return _Corpus(_training_text(job.corpus_file, languages, job.seed, limit), None, languages)
     texts, aligned, translated = _parallel_text(languages, job.seed, limit, job.passages)
@@ -413,6 +419,7 @@ def _write_output(outcome: DistillOutcome, run: _RunFacts) -> DistillResult:
             final_cosine=outcome.cosine,
             passages=job.passages,
             general=job.general,
+            domain_text=str(job.domain_file or ""),
             words=job.words,
         )
         result.save(staging / "distill.json")
