@@ -215,7 +215,7 @@ class DistillJob:
             if not (math.isfinite(value) and value >= 0):
                 raise UsageError(f"{option} {value:g}: must be a number, at least 0")
         if self.domain_file is not None and not self.general:
-            raise UsageError("--domain-text needs a --general share above 0 (default 0.2)")
+            raise UsageError("--domain-text needs a --general share above 0")
         if self.general + self.words >= 0.9:
             raise UsageError(
                 f"--general {self.general:g} and --words {self.words:g} leave the Bible under "
