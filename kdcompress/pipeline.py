@@ -36,6 +36,7 @@ from kdcompress.quantize import Quantization, QuantizeOptions, parse_quantizatio
 from kdcompress.render import validation_tables
 from kdcompress.report import write_report
 from kdcompress.space import SearchSpace, load_space, teacher_space
+from kdcompress.textfile import read_text_lines
 from kdcompress.validate import REPORT, validate_export
 
 
@@ -86,6 +87,7 @@ class RunSettings(Artifact):
     budget: str
     seed: int
     space: str = ""  # the --space file, "" for the teacher's own space
+    domain_text: str = ""  # the --domain-text file, "" for none
 
 
 def claim_run_dir(output: Path, settings: RunSettings) -> None:
@@ -101,8 +103,9 @@ def claim_run_dir(output: Path, settings: RunSettings) -> None:
         return
     earlier = RunSettings.load(path)
     differs = [
-        f"--{name} {_shown(getattr(earlier, name))} (now {_shown(getattr(settings, name))})"
-        for name in ("teacher", "backend", "budget", "seed", "space")
+        f"--{name.replace('_', '-')} {_shown(getattr(earlier, name))} "
+        f"(now {_shown(getattr(settings, name))})"
+        for name in ("teacher", "backend", "budget", "seed", "space", "domain_text")
         if getattr(earlier, name) != getattr(settings, name)
     ]
     if differs:
@@ -227,9 +230,12 @@ def chosen_arch(search_json: Path, target: str) -> tuple[StudentArch, str]:
 
 
 def distill_stage(
-    run_dir: Path, teacher: ResolvedModel, arch: StudentArch, plan: BudgetPlan, seed: int
+    run_dir: Path, teacher: ResolvedModel, arch: StudentArch, plan: BudgetPlan, asked: RunSettings
 ) -> Path:
+    """The chosen student, distilled (vocabulary trimmed); with ``asked.domain_text``, a fifth
+    of the items are that file's sentences (see ``kdcompress distill --domain-text``)."""
     from kdcompress.distill import DistillJob, checkpoint_dir_for, run_distill
+    from kdcompress.general import DOMAIN_SHARE
 
     out = run_dir / "student"
     if (out / "distill.json").is_file():
@@ -240,8 +246,10 @@ def distill_stage(
         output=out,
         steps=plan.distill_steps,
         sentences=plan.distill_sentences,
+        general=DOMAIN_SHARE if asked.domain_text else 0.0,
+        domain_file=Path(asked.domain_text) if asked.domain_text else None,
         trim_vocab=True,
-        seed=seed,
+        seed=asked.seed,
         checkpoint_every=50,  # a kill costs at most 50 steps, even of a short quick run
         resume=checkpoint_dir_for(out).exists(),
     )
@@ -281,10 +289,12 @@ def run_pipeline(
     seed: int = 0,
     seq_lens: tuple[int, ...] | None = None,
     space: Path | None = None,
+    domain_text: Path | None = None,
 ) -> ValidationReport:
     """Run (or resume) every stage for ``teacher`` in ``output``; return the validation.
     ``space`` narrows the search (and a quick profile) to a space JSON; default: the
-    teacher's own space."""
+    teacher's own space. ``domain_text``: unlabelled text of the deployment's domain for the
+    distillation (one sentence or document a line)."""
     fmt = format_for_backend(backend)
     plan = PLANS[parse_budget(budget)]
     mode = parse_quantization(quantize)
@@ -292,14 +302,18 @@ def run_pipeline(
     resolved = resolve_teacher(teacher)
     shape = teacher_arch(resolved.folder)
     searched = load_space(space) if space is not None else teacher_space(shape)
-    asked = RunSettings(teacher, backend, parse_budget(budget).value, seed, str(space or ""))
+    if domain_text is not None:  # an unreadable file fails before profiling
+        read_text_lines(domain_text)
+    asked = RunSettings(
+        teacher, backend, parse_budget(budget).value, seed, str(space or ""), str(domain_text or "")
+    )
     claim_run_dir(output, asked)
     info(f"[bold]kdcompress run[/] ({budget}) -> {output}")
     profile = profile_stage(output, backend, threads, shape, searched)
     search_json = search_stage(output, resolved, profile, plan, seed, searched)
     arch, label = chosen_arch(search_json, f"{plan.target_speedup:g}x")
     info(f"distilling the {label} recommendation: {arch.describe()}")
-    student = distill_stage(output, resolved, arch, plan, seed)
+    student = distill_stage(output, resolved, arch, plan, asked)
     options = QuantizeOptions(mode=mode, seed=seed) if mode is not Quantization.NONE else None
     student_export = export_stage(str(student), output / f"export-{fmt}", fmt, threads, options)
     teacher_export = export_stage(resolved, output / f"teacher-export-{fmt}", fmt, threads)

@@ -209,3 +209,30 @@ def test_a_run_directory_refuses_to_resume_with_other_settings(tmp_path: Path) -
     with pytest.raises(UsageError, match=r"--teacher me5-small \(now minilm-l6\), --seed 0"):
         pipeline.claim_run_dir(tmp_path / "run", other)
     assert pipeline.RunSettings.load(tmp_path / "run" / "run.json") == settings
+
+
+def test_domain_text_reaches_the_distillation_and_binds_the_run_directory(
+    prepared_run: Path, tiny_xlmr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdcompress.general import DOMAIN_SHARE
+
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("The plot was thin but the acting carried it.\nA refund, please.\n")
+    jobs: list[object] = []
+
+    def distill(job: object, **_: object) -> None:
+        jobs.append(job)
+        raise _Stop
+
+    monkeypatch.setattr("kdcompress.distill.run_distill", distill)
+    run = {"teacher": str(tiny_xlmr), "backend": "onnxruntime", "output": prepared_run}
+    with pytest.raises(_Stop):
+        pipeline.run_pipeline(**run, domain_text=reviews)  # type: ignore[arg-type]
+    (job,) = jobs
+    assert job.domain_file == reviews and job.general == DOMAIN_SHARE  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="--domain-text"):  # made with that text
+        pipeline.run_pipeline(**run)  # type: ignore[arg-type]
+    fresh = {**run, "output": tmp_path / "fresh"}
+    with pytest.raises(UsageError, match="no such file"):
+        pipeline.run_pipeline(**fresh, domain_text=tmp_path / "none.txt")  # type: ignore[arg-type]
+    assert not (tmp_path / "fresh").exists()  # refused before anything was written

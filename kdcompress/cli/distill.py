@@ -12,13 +12,10 @@ from kdcompress.catalog import DEFAULT_TEACHER
 from kdcompress.cli.app import app
 from kdcompress.cli.options import OverwriteOption, TeacherOption, hold_output
 from kdcompress.errors import UsageError
+from kdcompress.general import DOMAIN_SHARE
 
 if TYPE_CHECKING:
     from kdcompress.artifacts import StudentArch
-
-# --domain-text without --general: a fifth of the items from the user's text (BENCHMARKS.md,
-# "The IMDB gap": 20% unlabelled reviews lifted IMDB from 0.742 to 0.772-0.783).
-DOMAIN_SHARE = 0.2
 
 
 @app.command()

@@ -40,6 +40,14 @@ def run(
             "profile --help`)."
         ),
     ] = None,
+    domain_text: Annotated[
+        Path | None,
+        typer.Option(
+            help="Unlabelled text of your deployment's domain (reviews, tickets, ...), one "
+            "sentence or document per line: a fifth of the distillation's items come from it "
+            "(see `kdcompress distill --help`).",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole pipeline into one run directory, resuming finished stages.
 
@@ -63,6 +71,7 @@ def run(
         seed=seed,
         threads=threads,
         space=space,
+        domain_text=domain_text,
     )
 
 
