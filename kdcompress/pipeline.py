@@ -17,7 +17,7 @@ search and distillation resume inside the stage from their own checkpoints).
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -84,8 +84,8 @@ class RunSettings(Artifact):
 
     teacher: str
     backend: str
-    budget: str
-    seed: int
+    budget: str = "quick"
+    seed: int = 0
     space: str = ""  # the --space file, "" for the teacher's own space
     domain_text: str = ""  # the --domain-text file, "" for none
 
@@ -279,42 +279,36 @@ def export_stage(
 
 
 def run_pipeline(
-    *,
-    teacher: str,
-    backend: str,
+    asked: RunSettings,
     output: Path,
-    budget: str = "quick",
+    *,
     quantize: str = "dynamic",
     threads: int | None = None,
-    seed: int = 0,
     seq_lens: tuple[int, ...] | None = None,
-    space: Path | None = None,
-    domain_text: Path | None = None,
 ) -> ValidationReport:
-    """Run (or resume) every stage for ``teacher`` in ``output``; return the validation.
-    ``space`` narrows the search (and a quick profile) to a space JSON; default: the
-    teacher's own space. ``domain_text``: unlabelled text of the deployment's domain for the
-    distillation (one sentence or document a line)."""
-    fmt = format_for_backend(backend)
-    plan = PLANS[parse_budget(budget)]
+    """Run (or resume) every stage ``asked`` into ``output``; return the validation.
+    ``asked.space`` narrows the search (and a quick profile) to a space JSON, else the
+    teacher's own space; ``asked.domain_text`` is unlabelled text of the deployment's domain
+    for the distillation (one sentence or document a line)."""
+    fmt = format_for_backend(asked.backend)
+    budget = parse_budget(asked.budget)
+    plan = PLANS[budget]
     mode = parse_quantization(quantize)
-    # A missing, damaged or unsupported teacher fails before profiling.
-    resolved = resolve_teacher(teacher)
+    # A missing, damaged or unsupported teacher, space or text fails before profiling.
+    resolved = resolve_teacher(asked.teacher)
     shape = teacher_arch(resolved.folder)
-    searched = load_space(space) if space is not None else teacher_space(shape)
-    if domain_text is not None:  # an unreadable file fails before profiling
-        read_text_lines(domain_text)
-    asked = RunSettings(
-        teacher, backend, parse_budget(budget).value, seed, str(space or ""), str(domain_text or "")
-    )
+    searched = load_space(Path(asked.space)) if asked.space else teacher_space(shape)
+    if asked.domain_text:
+        read_text_lines(Path(asked.domain_text))
+    asked = replace(asked, budget=budget.value)
     claim_run_dir(output, asked)
-    info(f"[bold]kdcompress run[/] ({budget}) -> {output}")
-    profile = profile_stage(output, backend, threads, shape, searched)
-    search_json = search_stage(output, resolved, profile, plan, seed, searched)
+    info(f"[bold]kdcompress run[/] ({budget.value}) -> {output}")
+    profile = profile_stage(output, asked.backend, threads, shape, searched)
+    search_json = search_stage(output, resolved, profile, plan, asked.seed, searched)
     arch, label = chosen_arch(search_json, f"{plan.target_speedup:g}x")
     info(f"distilling the {label} recommendation: {arch.describe()}")
     student = distill_stage(output, resolved, arch, plan, asked)
-    options = QuantizeOptions(mode=mode, seed=seed) if mode is not Quantization.NONE else None
+    options = QuantizeOptions(mode=mode, seed=asked.seed) if mode is not Quantization.NONE else None
     student_export = export_stage(str(student), output / f"export-{fmt}", fmt, threads, options)
     teacher_export = export_stage(resolved, output / f"teacher-export-{fmt}", fmt, threads)
     if _done(student_export / REPORT, ValidationReport):

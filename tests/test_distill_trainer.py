@@ -303,3 +303,15 @@ def test_outputs_and_caches_under_a_file_are_refused_before_any_work(
     result = _cli(*common, "--steps", "2", "--output", str(tmp_path / "s"), "--cache", str(blocker))
     assert "a file, not a folder" in _error(result)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_trimmed_vocabulary_keeps_the_tokens_of_texts_named_to_keep(tiny_xlmr: Path) -> None:
+    from kdcompress.encoding import load_tokenizer
+
+    extra = ["zebras quarrel over marmalade", "¿dónde está la biblioteca?"]
+    outcome = _run(tiny_xlmr, loss=LossKind.POOLED, trim_vocab=True, keep_vocabulary=extra, steps=2)
+    plain = _run(tiny_xlmr, loss=LossKind.POOLED, trim_vocab=True, steps=2)
+    ids = load_tokenizer(tiny_xlmr)(extra, add_special_tokens=False)["input_ids"]
+    wanted = {i for row in ids for i in row}
+    assert wanted <= set(outcome.vocab_trim.keep_ids)
+    assert not wanted <= set(plain.vocab_trim.keep_ids)  # the training sentences lack them

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,9 @@ def test_domain_text_fills_the_general_share_from_the_users_file(tmp_path: Path)
             "One of the best movies of the year, with a cast that carries every single scene.",
         ]
     )  # 4 verses and a share of 0.5: up to 4 domain sentences
+    assert stage._domain_vocabulary(job) == []  # nothing to keep: the vocabulary is whole
+    trimmed = dataclasses.replace(job, trim_vocab=True)
+    assert stage._domain_vocabulary(trimmed) == reviews  # every line, sampled or not
     with pytest.raises(UsageError, match="--domain-text needs a --general share"):
         DistillJob(arch=ARCH, output=Path("unused"), steps=1, domain_file=text)
 

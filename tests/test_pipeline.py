@@ -85,14 +85,8 @@ def prepared_run(
 def test_run_continues_from_finished_stages_then_resumes(
     prepared_run: Path, tiny_xlmr: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kwargs = {
-        "teacher": str(tiny_xlmr),
-        "backend": "onnxruntime",
-        "output": prepared_run,
-        "threads": 1,
-        "seq_lens": (8, 16),
-    }
-    report = pipeline.run_pipeline(**kwargs)  # type: ignore[arg-type]
+    asked = pipeline.RunSettings(str(tiny_xlmr), "onnxruntime")
+    report = pipeline.run_pipeline(asked, prepared_run, threads=1, seq_lens=(8, 16))
     assert (prepared_run / "student" / "distill.json").is_file()
     assert report.teacher_export is not None
     assert report.speedup(1, 16) is not None and report.speedup(1, 16) > 0
@@ -120,7 +114,7 @@ def test_run_continues_from_finished_stages_then_resumes(
     monkeypatch.setattr("kdcompress.search.runner.run_search", fail)
     monkeypatch.setattr("kdcompress.distill.run_distill", fail)
     monkeypatch.setattr("kdcompress.quality.run_eval", fail)
-    assert pipeline.run_pipeline(**kwargs) == report  # type: ignore[arg-type]
+    assert pipeline.run_pipeline(asked, prepared_run, threads=1, seq_lens=(8, 16)) == report
 
 
 class _Stop(Exception):
@@ -144,12 +138,12 @@ def test_a_space_file_narrows_the_profile_and_the_search(
 
     monkeypatch.setattr(pipeline, "profile_stage", profile_stage)
     monkeypatch.setattr(pipeline, "search_stage", search_stage)
-    run = {"teacher": str(tiny_xlmr), "backend": "onnxruntime", "output": tmp_path / "run"}
+    asked = pipeline.RunSettings(str(tiny_xlmr), "onnxruntime", space=str(tmp_path / "space.json"))
     with pytest.raises(_Stop):
-        pipeline.run_pipeline(**run, space=tmp_path / "space.json")  # type: ignore[arg-type]
+        pipeline.run_pipeline(asked, tmp_path / "run")
     assert seen == {"profile": narrow, "search": narrow}
     with pytest.raises(UsageError, match="--space"):  # the folder's stages were for that space
-        pipeline.run_pipeline(**run)  # type: ignore[arg-type]
+        pipeline.run_pipeline(dataclasses.replace(asked, space=""), tmp_path / "run")
 
 
 def markdown_of(run_dir: Path) -> str:
@@ -170,9 +164,9 @@ def test_a_profile_not_reused_says_which_field_differs(tmp_path: Path) -> None:
 
 def test_unknown_budget_and_torch_backend_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown budget"):
-        pipeline.run_pipeline(teacher="x", backend="onnxruntime", output=tmp_path, budget="huge")
+        pipeline.run_pipeline(pipeline.RunSettings("x", "onnxruntime", "huge"), tmp_path)
     with pytest.raises(UsageError, match="needs no export"):
-        pipeline.run_pipeline(teacher="x", backend="torch", output=tmp_path)
+        pipeline.run_pipeline(pipeline.RunSettings("x", "torch"), tmp_path)
 
 
 def test_a_missing_teacher_is_refused_before_the_profile(tmp_path: Path) -> None:
@@ -180,7 +174,7 @@ def test_a_missing_teacher_is_refused_before_the_profile(tmp_path: Path) -> None
 
     output = tmp_path / "run"
     with pytest.raises(ModelNotFoundError, match="no such folder"):
-        pipeline.run_pipeline(teacher=str(tmp_path / "nope"), backend="onnxruntime", output=output)
+        pipeline.run_pipeline(pipeline.RunSettings(str(tmp_path / "nope"), "onnxruntime"), output)
     assert not output.exists()
 
 
@@ -225,14 +219,14 @@ def test_domain_text_reaches_the_distillation_and_binds_the_run_directory(
         raise _Stop
 
     monkeypatch.setattr("kdcompress.distill.run_distill", distill)
-    run = {"teacher": str(tiny_xlmr), "backend": "onnxruntime", "output": prepared_run}
+    asked = pipeline.RunSettings(str(tiny_xlmr), "onnxruntime", domain_text=str(reviews))
     with pytest.raises(_Stop):
-        pipeline.run_pipeline(**run, domain_text=reviews)  # type: ignore[arg-type]
+        pipeline.run_pipeline(asked, prepared_run)
     (job,) = jobs
     assert job.domain_file == reviews and job.general == DOMAIN_SHARE  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match="--domain-text"):  # made with that text
-        pipeline.run_pipeline(**run)  # type: ignore[arg-type]
-    fresh = {**run, "output": tmp_path / "fresh"}
+        pipeline.run_pipeline(dataclasses.replace(asked, domain_text=""), prepared_run)
+    missing = dataclasses.replace(asked, domain_text=str(tmp_path / "none.txt"))
     with pytest.raises(UsageError, match="no such file"):
-        pipeline.run_pipeline(**fresh, domain_text=tmp_path / "none.txt")  # type: ignore[arg-type]
+        pipeline.run_pipeline(missing, tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()  # refused before anything was written

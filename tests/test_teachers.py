@@ -102,7 +102,7 @@ def test_run_on_a_tiny_teacher_of_each_family(
     output = workdir / f"run-{family}"
     measured_before = sorted((workdir / "profiles").glob("*.json"))
     report = pipeline.run_pipeline(
-        teacher=str(teacher), backend="onnxruntime", output=output, threads=1, seq_lens=(8,)
+        pipeline.RunSettings(str(teacher), "onnxruntime"), output, threads=1, seq_lens=(8,)
     )
     said = "".join(capsys.readouterr())
     assert ("reusing profiles" in said) == bool(measured_before)

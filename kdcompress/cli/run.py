@@ -58,21 +58,12 @@ def run(
 
     Example: [bold]kdcompress run --teacher me5-small --output runs/demo[/]
     """
-    from kdcompress.pipeline import run_pipeline
+    from kdcompress.pipeline import RunSettings, run_pipeline
 
     check_device(device)
     hold_output(ctx, output)
-    run_pipeline(
-        teacher=teacher,
-        backend=backend,
-        output=output,
-        budget=budget,
-        quantize=quantize,
-        seed=seed,
-        threads=threads,
-        space=space,
-        domain_text=domain_text,
-    )
+    asked = RunSettings(teacher, backend, budget, seed, str(space or ""), str(domain_text or ""))
+    run_pipeline(asked, output, quantize=quantize, threads=threads)
 
 
 @app.command()

@@ -117,6 +117,16 @@ def _parallel_text(
     return list(found.sources), list(found.translations), found.languages
 
 
+def _domain_vocabulary(job: DistillJob) -> list[str]:
+    """The lines of the user's domain text when the vocabulary is trimmed: the student will
+    meet all of its words, not only those of the sentences sampled for training."""
+    if not (job.trim_vocab and job.general and job.domain_file is not None):
+        return []
+    from kdcompress.textfile import read_text_lines
+
+    return read_text_lines(job.domain_file)
+
+
 def _beyond_the_bible(
     job: DistillJob, verses: int, languages: Sequence[str], teacher_dir: Path
 ) -> list[str]:
@@ -334,6 +344,7 @@ def _distill(run: _RunFacts, checkpoints: Path) -> DistillOutcome:
         contrastive_weight=job.contrastive_weight,
         whiten_weight=job.whiten_weight,
         trim_vocab=job.trim_vocab,
+        keep_vocabulary=_domain_vocabulary(job),
         dropout=job.dropout,
         log_every=job.log_every,
         checkpoint_dir=checkpoints,

@@ -187,6 +187,7 @@ def distill_student(
     eval_sentences: int = 256,
     show_progress: bool = False,
     on_step: Callable[[int, LossPoint], None] | None = None,
+    keep_vocabulary: Sequence[str] = (),
     **settings: Any,
 ) -> DistillOutcome:
     """Distil ``arch`` from the teacher in ``teacher_dir`` on ``sentences``, in memory.
@@ -200,7 +201,9 @@ def distill_student(
     sentence's teacher embedding. Nothing is written unless ``checkpoint_dir`` is given: then a
     checkpoint is saved every ``checkpoint_every`` steps (rounded to a multiple of
     ``log_every``) and ``resume=True`` continues from it. ``on_step(step, losses)`` is called
-    after every optimizer step (it may raise to stop). The outcome's final losses are measured
+    after every optimizer step (it may raise to stop). With ``trim_vocab``, the tokens of
+    ``keep_vocabulary`` (texts the student will meet, of which ``sentences`` hold only a
+    sample) survive the trimming too. The outcome's final losses are measured
     in eval mode on the first ``eval_sentences`` of ``sentences``. Under ``torchrun`` every
     process calls this with the same arguments.
     """
@@ -210,6 +213,7 @@ def distill_student(
     with process_group(env):
         chosen.check(env.world)
         run = _Run(teacher_dir, arch, chosen, env, show_progress)
+        run.keep_vocabulary = keep_vocabulary
         with _private_cache(cache, run, sentences) as ready:
             run.check_cache(ready, sentences, translations)
             return run.execute(
@@ -221,6 +225,14 @@ def distill_student(
                 eval_sentences,
                 on_step,
             )
+
+
+def _token_ids(teacher_dir: Path, texts: Sequence[str]) -> npt.NDArray[np.int64]:
+    """Every token id the teacher's tokenizer gives ``texts``, whole (not truncated)."""
+    from kdcompress.encoding import load_tokenizer
+
+    encoded = load_tokenizer(teacher_dir)(list(texts), add_special_tokens=False)["input_ids"]
+    return np.unique(np.fromiter((i for ids in encoded for i in ids), dtype=np.int64))
 
 
 @contextmanager
@@ -266,6 +278,7 @@ class _Run:
             )
         self.pairs = uniform_last_pairs(config.num_hidden_layers, arch.layers)
         self.needed = teacher_layers_for(config, arch, settings.loss)
+        self.keep_vocabulary: Sequence[str] = ()  # texts whose tokens a trim keeps as well
 
     def check_cache(
         self, cache: TeacherCache, sentences: Sequence[str], translations: Translations | None
@@ -296,6 +309,8 @@ class _Run:
             used = np.unique(cache.token_ids())
             if translations is not None:
                 used = np.union1d(used, translations.token_ids())
+            if self.keep_vocabulary:
+                used = np.union1d(used, _token_ids(self.teacher_dir, self.keep_vocabulary))
             trim = plan_trim(read_tokenizer_json(self.teacher_dir), used, vocab_size=vocab)
         student, report = build_student(
             self.teacher,
