@@ -212,8 +212,7 @@ def distill_student(
     env = dist_env()
     with process_group(env):
         chosen.check(env.world)
-        run = _Run(teacher_dir, arch, chosen, env, show_progress)
-        run.keep_vocabulary = keep_vocabulary
+        run = _Run(teacher_dir, arch, chosen, env, show_progress, keep_vocabulary)
         with _private_cache(cache, run, sentences) as ready:
             run.check_cache(ready, sentences, translations)
             return run.execute(
@@ -263,8 +262,10 @@ class _Run:
         settings: DistillSettings,
         env: DistEnv,
         show: bool,
+        keep_vocabulary: Sequence[str] = (),
     ) -> None:
         self.teacher_dir, self.arch = Path(teacher_dir), arch
+        self.keep_vocabulary = keep_vocabulary  # texts whose tokens a trim keeps as well
         self.settings, self.env = settings, env
         self.show = show and env.is_main
         self.device = device_for(env)
@@ -278,7 +279,6 @@ class _Run:
             )
         self.pairs = uniform_last_pairs(config.num_hidden_layers, arch.layers)
         self.needed = teacher_layers_for(config, arch, settings.loss)
-        self.keep_vocabulary: Sequence[str] = ()  # texts whose tokens a trim keeps as well
 
     def check_cache(
         self, cache: TeacherCache, sentences: Sequence[str], translations: Translations | None
