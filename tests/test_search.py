@@ -15,7 +15,7 @@ from conftest import tiny_proxy_data
 from kdcompress.artifacts import StudentArch
 from kdcompress.errors import UsageError
 from kdcompress.search import runner
-from kdcompress.search.controller import ControllerName, make_controller, mutate
+from kdcompress.search.controller import ControllerName, explore, make_controller, mutate
 from kdcompress.search.executor import LocalExecutor
 from kdcompress.search.proxy import ProxySettings
 from kdcompress.search.reward import RewardSettings, reward
@@ -156,6 +156,17 @@ def test_controllers_learn_something_on_a_smooth_landscape(tmp_path: Path) -> No
         best[name] = sum(rewards) / len(rewards)
     assert best[ControllerName.EVOLUTION] >= best[ControllerName.RANDOM] - 0.02
     assert best[ControllerName.LSTM] >= best[ControllerName.RANDOM] - 0.02
+
+
+def test_random_choices_give_every_width_an_equal_chance() -> None:
+    # as in a latency budget: many narrow shapes fit, few of the teacher's width
+    narrow = [StudentArch(layers, 128, 4, ffn) for layers in range(1, 10) for ffn in (128, 256)]
+    wide = [StudentArch(1, 384, 12, 384)]
+    rng = random.Random(0)
+    picks = [explore(narrow + wide, 1, rng)[0].hidden for _ in range(2000)]
+    assert 0.45 < picks.count(384) / len(picks) < 0.55  # uniform over shapes: 1 in 19
+    chosen = explore(narrow + wide, 5, rng)
+    assert len(set(chosen)) == 5 and set(explore(wide, 3, rng)) == set(wide)
 
 
 def test_mutation_and_unknown_controller() -> None:

@@ -8,8 +8,15 @@ baselines rather than assumed:
   head predicts the candidate's reward. Candidates are ranked by predicted reward with
   epsilon-greedy exploration (epsilon decays from 1.0 by 0.05 per episode to 0.05); after each
   episode the predictor is trained (MSE, RMSprop) on every reward observed so far.
-- ``random``: uniform choice from the pool.
+- ``random``: random choice from the pool.
 - ``evolution``: regularised evolution: mutate the best observed architectures.
+
+Every random choice (exploration, the random controller, evolution's fill) is uniform over
+the hidden sizes first, then over that size's architectures. Uniform over architectures would
+favour narrow students: within a latency budget far more (layers, FFN) combinations of a
+narrow width fit than of a wide one (a quick run's 7x pool: 5 of 82 at the teacher's width
+384), so a short search could end without trying a single wide student, though those keep
+most of the teacher (BENCHMARKS.md, "Search proxy vs final result").
 """
 
 from __future__ import annotations
@@ -41,6 +48,19 @@ class Observation:
     episode: int
 
 
+def explore(archs: Sequence[StudentArch], k: int, rng: random.Random) -> list[StudentArch]:
+    """``k`` distinct random architectures of ``archs`` (all when fewer), each drawn with every
+    hidden size present equally likely, then uniformly within that size."""
+    left = list(archs)
+    chosen: list[StudentArch] = []
+    while left and len(chosen) < k:
+        hidden = rng.choice(sorted({a.hidden for a in left}))
+        pick = rng.choice([a for a in left if a.hidden == hidden])
+        left.remove(pick)
+        chosen.append(pick)
+    return chosen
+
+
 class Controller(ABC):
     """Picks ``k`` architectures to evaluate from a pool, and learns from observed rewards."""
 
@@ -70,7 +90,7 @@ class RandomController(Controller):
     def select(
         self, pool: Sequence[StudentArch], k: int, episode: int, rng: random.Random
     ) -> list[StudentArch]:
-        return rng.sample(list(pool), min(k, len(pool)))
+        return explore(pool, k, rng)
 
 
 class EvolutionController(Controller):
@@ -83,7 +103,7 @@ class EvolutionController(Controller):
         self, pool: Sequence[StudentArch], k: int, episode: int, rng: random.Random
     ) -> list[StudentArch]:
         if not self.history:
-            return rng.sample(list(pool), min(k, len(pool)))
+            return explore(pool, k, rng)
         recent = self.history[-self.population :]
         seen = {o.arch for o in self.history}
         chosen: list[StudentArch] = []
@@ -95,7 +115,7 @@ class EvolutionController(Controller):
             if child not in seen and child not in chosen:
                 chosen.append(child)
         fill = [a for a in pool if a not in seen and a not in chosen]
-        return chosen + rng.sample(fill, min(k - len(chosen), len(fill)))
+        return chosen + explore(fill, k - len(chosen), rng)
 
 
 def mutate(arch: StudentArch, space: SearchSpace, rng: random.Random) -> StudentArch:
@@ -181,7 +201,7 @@ class LstmController(Controller):
         chosen: list[StudentArch] = []
         rest = list(ranked)
         for _ in range(min(k, len(pool))):
-            pick = rng.choice(rest) if rng.random() < self.epsilon(episode) else rest[0]
+            pick = explore(rest, 1, rng)[0] if rng.random() < self.epsilon(episode) else rest[0]
             rest.remove(pick)
             chosen.append(pick)
         return chosen
