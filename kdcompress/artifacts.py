@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import statistics
 import types
 import typing
 from pathlib import Path
@@ -464,7 +465,13 @@ class ValidationReport(Artifact):
         return TEACHER if self.teacher_export else STUDENT_PYTORCH
 
     def speedup(self, batch: int, seq_len: int, model: str | None = None) -> float | None:
-        """Reference p50 / student p50 on the same runtime and threads."""
+        """Reference p50 / student p50 on the same runtime and threads: the median over the
+        side-by-side rounds of each round's own ratio (the two timed seconds apart, so a drift
+        of the machine between rounds cancels, and the figure lies within its spread), else --
+        files written before the rounds were kept -- the ratio of the two p50s."""
+        rounds = self.speedup_rounds(batch, seq_len, model)
+        if rounds:
+            return float(statistics.median(rounds))
         reference = self.p50(self.reference, batch, seq_len)
         student = self.p50(model or self.deployed, batch, seq_len)
         return reference / student if reference and student else None
