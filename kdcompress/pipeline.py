@@ -84,7 +84,7 @@ class RunSettings(Artifact):
 
     teacher: str
     backend: str
-    budget: str = "quick"
+    budget: str = Budget.QUICK.value
     seed: int = 0
     space: str = ""  # the --space file, "" for the teacher's own space
     domain_text: str = ""  # the --domain-text file, "" for none

@@ -120,7 +120,7 @@ def _parallel_text(
 def _domain_vocabulary(job: DistillJob) -> list[str]:
     """The lines of the user's domain text when the vocabulary is trimmed: the student will
     meet all of its words, not only those of the sentences sampled for training."""
-    if not (job.trim_vocab and job.general and job.domain_file is not None):
+    if not (job.trim_vocab and job.domain_file is not None):
         return []
     from kdcompress.textfile import read_text_lines
 
