@@ -14,7 +14,8 @@ sentence learns the teacher's embedding of itself.
 Vocabulary words: whole words drawn from the teacher's tokenizer, each alone as a training item
 that learns the teacher's embedding of that word. Static-embedding distillation (model2vec)
 builds a whole model from such single-token embeddings; here they teach a student the words a
-verse never shows (``movie``, ``boring``, ``refund``) in every script the tokenizer knows.
+verse never shows (``movie``, ``terrible``, ``refund``) in every script the tokenizer knows.
+Words the tokenizer splits (``boring`` is two pieces for XLM-R) are not among them.
 """
 
 from __future__ import annotations
